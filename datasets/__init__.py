@@ -1,0 +1,1 @@
+"""Dataset recipes: YAML rules that turn public cohorts into the cohort format."""
