@@ -1,0 +1,252 @@
+"""Preprocessing fitted on training patients only, then applied to any cohort.
+
+:class:`CohortPreprocessor` standardises numeric features, imputes missing
+cells inside a present modality, encodes categoricals as integer codes, and
+keeps the most variable columns of very wide vectors. Every statistic comes
+from the patients passed to :meth:`~CohortPreprocessor.fit`; transforming other
+patients never changes it. The fitted state is a plain dict (``to_dict`` /
+``from_dict``) saved with a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import CohortError
+from .cohort import Cohort
+
+
+@dataclass
+class ModalityTransform:
+    """The fitted transform of one modality.
+
+    Attributes:
+        kind: ``tabular``, ``vector`` or ``bag``.
+        columns: Columns kept, in order (tabular, vector).
+        categorical: Column -> categories seen in training (code 0 = unknown/missing,
+            code k = categories[k-1]).
+        center, scale: Per numeric column (or bag feature) statistics.
+        fill: Per numeric column value used for a missing cell of a present row.
+    """
+
+    kind: str
+    columns: list[str] = field(default_factory=list)
+    categorical: dict[str, list[Any]] = field(default_factory=dict)
+    center: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    fill: list[float] = field(default_factory=list)
+    width: int = 0
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        return [c for c in self.columns if c not in self.categorical]
+
+
+@dataclass
+class TransformedModality:
+    """A modality after preprocessing, aligned to the cohort's patients.
+
+    ``values`` is ``(P, F)`` float32 for tabular/vector (categorical columns hold
+    their integer code; missing patients hold zeros) or a list of ``(N_i, d)``
+    float32 arrays for bags (empty for missing patients). ``present`` is ``(P,)``.
+    """
+
+    values: np.ndarray | list[np.ndarray]
+    present: np.ndarray
+
+
+class CohortPreprocessor:
+    """Fit/transform preprocessing of every modality of a cohort.
+
+    Args:
+        standardize_bags: Standardise bag instance features with training
+            statistics (default True).
+        max_features: Default cap on vector widths (variance filter fitted on
+            training patients); a modality's ``max_features`` option wins.
+    """
+
+    def __init__(self, standardize_bags: bool = True, max_features: int | None = None):
+        self.standardize_bags = standardize_bags
+        self.max_features = max_features
+        self.transforms_: dict[str, ModalityTransform] | None = None
+        self.fitted_on_: list[str] = []
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, cohort: Cohort) -> CohortPreprocessor:
+        """Fit every statistic on the patients of ``cohort`` (the training fold)."""
+        present = cohort.present_mask()
+        transforms = {}
+        for mod, spec in cohort.modalities.items():
+            values = cohort.data[mod]
+            if spec.kind == "bag":
+                transforms[mod] = self._fit_bag(mod, values, cohort.width(mod))
+            else:
+                rows = values.loc[values.index.intersection(present.index[present[mod]])]
+                if rows.empty:
+                    raise CohortError(
+                        f"modality '{mod}': no training patient has it, so it cannot be "
+                        "standardised; drop the modality or use a split where some "
+                        "training patients have it"
+                    )
+                cap = spec.options.get("max_features", self.max_features)
+                categorical = spec.options.get("categorical")
+                transforms[mod] = _fit_table(rows, spec.kind, cap, categorical)
+        self.transforms_ = transforms
+        self.fitted_on_ = cohort.patient_ids
+        return self
+
+    def _fit_bag(self, mod: str, bags: dict[str, np.ndarray], width: int) -> ModalityTransform:
+        count, total, total_sq = 0, np.zeros(width), np.zeros(width)
+        for arr in bags.values():
+            if len(arr):
+                a = arr.astype(np.float64)
+                count += len(a)
+                total += a.sum(0)
+                total_sq += (a * a).sum(0)
+        if count == 0:
+            raise CohortError(f"modality '{mod}': no training patient has a non-empty bag")
+        mean = total / count
+        std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+        std = np.where(std > 1e-8, std, 1.0)
+        if not self.standardize_bags:
+            mean, std = np.zeros(width), np.ones(width)
+        return ModalityTransform("bag", center=mean.tolist(), scale=std.tolist(), width=width)
+
+    # ------------------------------------------------------------- transform
+    def transform(self, cohort: Cohort) -> dict[str, TransformedModality]:
+        """Apply the fitted transforms; the statistics are never refitted."""
+        if self.transforms_ is None:
+            raise CohortError("CohortPreprocessor is not fitted; call fit(train_cohort) first")
+        unknown = set(self.transforms_) - set(cohort.modalities)
+        ids = cohort.patients.index
+        out = {}
+        for mod, tr in self.transforms_.items():
+            if mod in unknown:
+                # A modality the model knows but this cohort lacks: missing for everyone.
+                empty = (
+                    [np.zeros((0, tr.width), np.float32) for _ in ids]
+                    if tr.kind == "bag"
+                    else np.zeros((len(ids), len(tr.columns)), np.float32)
+                )
+                out[mod] = TransformedModality(empty, np.zeros(len(ids), bool))
+            elif tr.kind == "bag":
+                out[mod] = _transform_bag(cohort.data[mod], ids, tr)
+            else:
+                out[mod] = _transform_table(cohort.data[mod], ids, tr, mod)
+        return out
+
+    def fit_transform(self, cohort: Cohort) -> dict[str, TransformedModality]:
+        return self.fit(cohort).transform(cohort)
+
+    # ----------------------------------------------------------- persistence
+    def to_dict(self) -> dict[str, Any]:
+        if self.transforms_ is None:
+            raise CohortError("CohortPreprocessor is not fitted; nothing to save")
+        return {
+            "standardize_bags": self.standardize_bags,
+            "max_features": self.max_features,
+            "transforms": {m: vars(t).copy() for m, t in self.transforms_.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> CohortPreprocessor:
+        pre = cls(state["standardize_bags"], state["max_features"])
+        pre.transforms_ = {m: ModalityTransform(**t) for m, t in state["transforms"].items()}
+        return pre
+
+
+def _fit_table(
+    rows: pd.DataFrame, kind: str, cap: int | None, categorical: list[str] | None
+) -> ModalityTransform:
+    if categorical is None:
+        categorical = [c for c in rows.columns if not pd.api.types.is_numeric_dtype(rows[c])]
+    if kind == "tabular" and categorical:
+        bad = [c for c in categorical if c not in rows.columns]
+        if bad:
+            raise CohortError(f"categorical columns {bad} are not in the modality's columns")
+    numeric = [c for c in rows.columns if c not in categorical]
+    num = rows[numeric].apply(pd.to_numeric, errors="coerce").astype(np.float64)
+    if kind == "vector" and cap is not None and len(numeric) > cap:
+        var = num.var(axis=0, skipna=True).fillna(0.0).to_numpy()
+        keep = np.sort(np.argsort(-var, kind="stable")[:cap])
+        numeric = [numeric[i] for i in keep]
+        num = num[numeric]
+    center = num.mean(axis=0, skipna=True).fillna(0.0)
+    scale = num.std(axis=0, skipna=True, ddof=0).fillna(1.0)
+    scale = scale.where(scale > 1e-8, 1.0)
+    fill = num.median(axis=0, skipna=True).fillna(0.0)
+    cats = {}
+    for c in categorical:
+        seen = pd.Series(rows[c]).dropna().unique().tolist()
+        cats[c] = sorted(seen, key=lambda v: (str(type(v)), v))
+    columns = [c for c in rows.columns if c in cats or c in numeric]
+    return ModalityTransform(
+        kind,
+        columns=columns,
+        categorical=cats,
+        center=[float(center[c]) for c in numeric],
+        scale=[float(scale[c]) for c in numeric],
+        fill=[float(fill[c]) for c in numeric],
+        width=len(columns),
+    )
+
+
+def _transform_table(
+    frame: pd.DataFrame, ids: pd.Index, tr: ModalityTransform, mod: str
+) -> TransformedModality:
+    missing_cols = [c for c in tr.columns if c not in frame.columns]
+    if missing_cols and len(missing_cols) == len(tr.columns):
+        raise CohortError(
+            f"modality '{mod}': none of the {len(tr.columns)} fitted columns are present "
+            f"(first expected: {tr.columns[:3]}); is this the same kind of data?"
+        )
+    present_rows = frame.index[frame.notna().any(axis=1)]
+    present = ids.isin(present_rows)
+    aligned = frame.reindex(ids)
+    out = np.zeros((len(ids), len(tr.columns)), np.float32)
+    numeric = tr.numeric_columns
+    stats = {c: (tr.center[i], tr.scale[i], tr.fill[i]) for i, c in enumerate(numeric)}
+    for j, col in enumerate(tr.columns):
+        if col in tr.categorical:
+            cats = tr.categorical[col]
+            if col in aligned.columns:
+                codes = pd.Categorical(aligned[col], categories=cats).codes + 1  # -1 -> 0
+            else:
+                codes = np.zeros(len(ids))
+            out[:, j] = codes
+        else:
+            center, scale, fill = stats[col]
+            if col in aligned.columns:
+                vals = pd.to_numeric(aligned[col], errors="coerce").to_numpy(np.float64)
+                vals = np.where(np.isfinite(vals), vals, fill)
+            else:
+                vals = np.full(len(ids), fill)
+            out[:, j] = (vals - center) / scale
+    out[~present] = 0.0
+    return TransformedModality(out, np.asarray(present))
+
+
+def _transform_bag(
+    bags: dict[str, np.ndarray], ids: pd.Index, tr: ModalityTransform
+) -> TransformedModality:
+    center = np.asarray(tr.center, np.float32)
+    scale = np.asarray(tr.scale, np.float32)
+    values, present = [], np.zeros(len(ids), bool)
+    empty = np.zeros((0, tr.width), np.float32)
+    for i, pid in enumerate(ids):
+        arr = bags.get(pid)
+        if arr is None or len(arr) == 0:
+            values.append(empty)
+            continue
+        if arr.shape[1] != tr.width:
+            raise CohortError(
+                f"bag of patient '{pid}' has width {arr.shape[1]}, but the model was fitted "
+                f"on width {tr.width}"
+            )
+        values.append((arr.astype(np.float32) - center) / scale)
+        present[i] = True
+    return TransformedModality(values, present)
