@@ -119,6 +119,10 @@ class Cohort:
                     f"patients: missing required column '{col}'; found {list(pats.columns)}. "
                     "Pass time=/event= to name the survival columns."
                 )
+        from .validate import check_patient_ids, coerce_endpoints
+
+        check_patient_ids(pats.index, "patients")
+        pats[time], pats[event] = coerce_endpoints(pats, "patients", time, event)
         pats = pats.rename(columns={time: "time", event: "event"})
         specs: dict[str, ModalitySpec] = {}
         data: dict[str, ModalityData] = {}
@@ -127,7 +131,7 @@ class Cohort:
                 kind = kinds.get(mod, "bag")
                 data[mod] = {str(k): _as_bag_array(v) for k, v in values.items()}
             elif isinstance(values, pd.DataFrame):
-                frame = _index_by_patient(values, mod)
+                frame = _index_by_patient(values, f"modality '{mod}'")
                 numeric = all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes)
                 kind = kinds.get(mod, "vector" if numeric and frame.shape[1] > 32 else "tabular")
                 data[mod] = frame
@@ -215,7 +219,8 @@ class Cohort:
         data: dict[str, ModalityData] = {}
         for mod, values in self.data.items():
             if isinstance(values, pd.DataFrame):
-                data[mod] = values.loc[values.index.intersection(ids, sort=False)]
+                order = pd.Index(ids, name=values.index.name)  # rows follow ``ids`` too
+                data[mod] = values.loc[order.intersection(values.index, sort=False)]
             else:
                 data[mod] = {pid: arr for pid, arr in values.items() if pid in keep}
         return replace(self, patients=self.patients.loc[ids], data=data)
@@ -258,10 +263,18 @@ class Cohort:
         }
 
     def equals(self, other: Cohort) -> bool:
-        """Exact equality of everything a cohort holds (used for round trips)."""
-        if (self.name, self.modalities, self.relations, self.labels) != (
+        """Exact equality of everything a cohort holds (used for round trips).
+
+        A modality's ``path`` says where it was stored, not what it holds, so
+        it is not compared (a cohort written as Parquet equals its CSV twin).
+        """
+
+        def specs(c: Cohort) -> dict[str, tuple]:
+            return {m: (s.name, s.kind, s.options) for m, s in c.modalities.items()}
+
+        if (self.name, specs(self), self.relations, self.labels) != (
             other.name,
-            other.modalities,
+            specs(other),
             other.relations,
             other.labels,
         ):
@@ -298,5 +311,8 @@ def _index_by_patient(frame: pd.DataFrame, what: str) -> pd.DataFrame:
 
 def _as_bag_array(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
+        value = value.detach().cpu()
+        value = (value.float() if value.is_floating_point() else value).numpy()
+    arr = np.asarray(value)
+    # The in-memory convention is float32; non-numeric arrays are left for validation.
+    return arr.astype(np.float32, copy=False) if arr.dtype.kind in "biuf" else arr

@@ -10,6 +10,7 @@ patients never changes it. The fitted state is a plain dict (``to_dict`` /
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,13 +150,15 @@ class CohortPreprocessor:
         return {
             "standardize_bags": self.standardize_bags,
             "max_features": self.max_features,
-            "transforms": {m: vars(t).copy() for m, t in self.transforms_.items()},
+            "transforms": {m: copy.deepcopy(vars(t)) for m, t in self.transforms_.items()},
         }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> CohortPreprocessor:
         pre = cls(state["standardize_bags"], state["max_features"])
-        pre.transforms_ = {m: ModalityTransform(**t) for m, t in state["transforms"].items()}
+        pre.transforms_ = {
+            m: ModalityTransform(**copy.deepcopy(t)) for m, t in state["transforms"].items()
+        }
         return pre
 
 

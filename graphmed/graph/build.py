@@ -23,6 +23,7 @@ convolutions and inspection.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,7 +199,7 @@ class PatientGraphs:
             state = torch.load(path, map_location="cpu", weights_only=False)
             state["layouts"] = {m: ModalityLayout(**v) for m, v in state["layouts"].items()}
             return cls(**state)
-        except (OSError, RuntimeError, KeyError, TypeError) as err:
+        except (OSError, RuntimeError, KeyError, TypeError, EOFError, pickle.PickleError) as err:
             raise CohortError(
                 f"cannot read cached graphs '{path}' ({err}); delete it to rebuild"
             ) from err

@@ -1,0 +1,68 @@
+"""``graphmed predict`` and ``graphmed evaluate``: apply a saved model to a cohort."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from .._atomic import atomic_path, write_json
+from ._common import read_cohort_arg
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="risk scores (and class probabilities) of a saved model")
+    p.add_argument("--model", type=Path, required=True, help="model folder (RUN/model)")
+    p.add_argument("--cohort", type=Path, required=True, help="cohort folder")
+    p.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run_predict)
+    e = sub.add_parser("evaluate", help="metrics of a saved model on a (new) cohort")
+    e.add_argument("--model", type=Path, required=True, help="model folder (RUN/model)")
+    e.add_argument("--cohort", type=Path, required=True, help="cohort folder with endpoints")
+    e.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=run_evaluate)
+
+
+def _predict(args):
+    from ..train.saved import load_model
+
+    model = load_model(args.model, device=args.device)
+    cohort = read_cohort_arg(args.cohort)
+    return model, cohort, model.predict(cohort, device=args.device)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    model, cohort, preds = _predict(args)
+    frame = pd.DataFrame({"patient_id": preds.patient_ids})
+    if preds.risk is not None:
+        frame["risk"] = preds.risk
+    for label, proba in preds.proba.items():
+        for j, cls in enumerate(model.fitted.label_classes[label]):
+            frame[f"proba_{label}_{cls}"] = proba[:, j]
+    for j, m in enumerate(model.model.net.modalities):
+        frame[f"completed_{m}"] = preds.completed[:, j].astype(int)
+    with atomic_path(args.out) as tmp:
+        frame.to_csv(tmp, index=False)
+    print(f"{len(frame)} patients -> {args.out}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..metrics import survival_metrics
+
+    model, cohort, preds = _predict(args)
+    info = model.info
+    # Horizons and IPCW weights need a training distribution: the model's own
+    # training endpoint is not stored, so the evaluated cohort's is used.
+    metrics = survival_metrics(cohort.time, cohort.event, cohort.time, cohort.event, preds.risk)
+    out = {"model": str(args.model), "cohort": cohort.name, "n_patients": cohort.n_patients,
+           "trained_on": info.get("training_cohort"), "metrics": metrics}
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            print(f"{k:>12s}  {v:.4f}")
+    if args.out is not None:
+        write_json(args.out, out)
+    return 0

@@ -1,0 +1,120 @@
+"""The experiment configuration: what a YAML file under ``configs/`` names.
+
+Each section is a plain dataclass; :func:`load_experiment` reads a YAML file,
+applies ``--set a.b=value`` overrides and checks every key (an unknown key is
+an error that suggests the close match). Library modules never read this
+object themselves: the builders in :mod:`graphmed.train.builder` turn it into
+constructor arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..configuration import from_dict, load_config, to_dict
+
+
+@dataclass
+class GraphConfig:
+    """How cohorts become cached patient graphs."""
+
+    max_instances: int = 64
+    bag_pooling: Literal["subsample", "prototypes"] = "subsample"
+    chunk_size: int = 8
+    max_features: int | None = 2000
+    standardize_bags: bool = True
+
+
+@dataclass
+class ModelConfig:
+    """The network (:class:`graphmed.nn.GraphMedNet`) and its ablation switches."""
+
+    hidden: int = 128
+    heads: int = 4
+    layers: int = 2
+    dropout: float = 0.1
+    completion: Literal["prompt", "zero"] = "prompt"
+    n_prompts: int = 5
+    n_bank: int = 5
+    prompt_bank: bool = True
+    modality_dropout: float = 0.25
+    steering: Literal["cosine", "mse", "none"] = "cosine"
+    steering_weight: float = 0.1
+    heterogeneous: bool = True
+    metapath_level: bool = True
+    metapaths: Any = "auto"
+    """``"auto"`` (enumerated from the relation graph), ``"random"`` or a list of specs."""
+    metapath_max_length: int = 2
+    bag_tokens: int | None = None
+
+
+@dataclass
+class TaskConfig:
+    """Heads and their loss weights."""
+
+    survival: Literal["cox", "discrete", "none"] = "cox"
+    n_bins: int = 4
+    alpha: float = 0.4
+    survival_weight: float = 1.0
+    label: str | None = None
+    label_weight: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, early stopping and the device."""
+
+    epochs: int = 150
+    batch_size: int = 64
+    lr: float = 1e-3
+    prompt_lr: float = 2e-4
+    weight_decay: float = 1e-4
+    patience: int = 20
+    val_fraction: float = 0.2
+    feature_noise: float = 0.0
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Cross-validation, metrics and baselines."""
+
+    folds: int = 5
+    repeats: int = 1
+    seed: int = 0
+    horizons: list[float] | None = None
+    test_missing: dict[str, float] = field(default_factory=dict)
+    baselines: list[str] = field(default_factory=lambda: ["coxnet", "rsf"])
+    bootstrap: int = 1000
+    risk_groups: Literal["median", "tertiles"] = "median"
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything a run needs besides the cohort."""
+
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def load_experiment(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> ExperimentConfig:
+    """Read a YAML experiment config (or the defaults) and apply ``a.b=value`` overrides."""
+    return load_config(ExperimentConfig, path, list(overrides))
+
+
+def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    return from_dict(ExperimentConfig, data)
+
+
+def experiment_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    return to_dict(config)

@@ -1,0 +1,293 @@
+"""Cross-validation that does not fool itself.
+
+Splits are stratified by event (and label); inside each training fold a
+validation part is carved out for early stopping; every statistic
+(preprocessing, prompt priors, time bins) is fitted on the training fold
+only; test-time missingness is simulated on the test fold only. Baselines run
+on the same folds. Each finished fold is written to disk at once, so a run
+killed midway resumes where it stopped and loses nothing already written.
+"""
+
+from __future__ import annotations
+
+import json
+import time as _time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from .._atomic import atomic_path, write_json
+from ..data.cohort import Cohort
+from ..errors import ConfigError, did_you_mean
+from ..graph.relations import RelationGraph
+from ..metrics import classification_metrics, summarise, survival_metrics
+from .builder import build_model, fit_data, stratify_key
+from .config import ExperimentConfig, experiment_to_dict
+from .trainer import Predictions, Trainer
+
+
+@dataclass
+class CVResult:
+    """Aggregate metrics (as in ``metrics.json``) and the out-of-fold predictions."""
+
+    metrics: dict[str, Any]
+    oof: pd.DataFrame
+    out_dir: Path | None
+
+
+def make_folds(
+    cohort: Cohort, folds: int = 5, repeats: int = 1, seed: int = 0, label: str | None = None
+) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """``(repeat, fold, train_index, test_index)`` for stratified k-fold with repeats."""
+    key = stratify_key(cohort, label)
+    smallest = pd.Series(key).value_counts().min()
+    if smallest < folds:
+        raise ConfigError(
+            f"eval.folds={folds} but the smallest stratum (event/label) has {smallest} "
+            "patients; use fewer folds"
+        )
+    out = []
+    for r in range(repeats):
+        skf = StratifiedKFold(folds, shuffle=True, random_state=seed + r)
+        for f, (tr, te) in enumerate(skf.split(np.zeros(len(key)), key)):
+            out.append((r, f, tr, te))
+    return out
+
+
+def hide_modalities(cohort: Cohort, rates: dict[str, float], seed: int) -> Cohort:
+    """Hide ``rate`` of the patients who have each modality (seeded): test folds only."""
+    present = cohort.present_mask()
+    rng = np.random.default_rng(seed)
+    for mod, rate in sorted(rates.items()):
+        if mod not in cohort.modalities:
+            raise ConfigError(
+                f"test missingness names unknown modality '{mod}'; the cohort has "
+                f"{cohort.modality_names}.{did_you_mean(mod, cohort.modality_names)}"
+            )
+        if not 0 <= rate <= 1:
+            raise ConfigError(f"test missing rate of '{mod}' must be in [0, 1], got {rate}")
+        have = present.index[present[mod]].to_numpy()
+        n_hide = int(round(rate * len(have)))
+        cohort = cohort.drop_modality_for(mod, rng.choice(have, n_hide, replace=False))
+    return cohort
+
+
+def cross_validate(
+    cohort: Cohort,
+    config: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    include_graphmed: bool = True,
+    log=print,
+) -> CVResult:
+    """Cross-validate graphmed and the configured baselines on ``cohort``.
+
+    Writes to ``out_dir`` (when given): ``metrics.json``, ``oof_predictions.csv``,
+    ``config.yaml``, ``log.txt``, per-fold checkpoints and results under
+    ``folds/``, and the reports (Kaplan-Meier plot and others).
+    """
+    ev = config.eval
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "folds").mkdir(exist_ok=True)
+        from ..configuration import dump_yaml
+
+        dump_yaml(experiment_to_dict(config), out / "config.yaml")
+    logger = _Logger(out, log)
+    label = config.task.label
+    splits = make_folds(cohort, ev.folds, ev.repeats, ev.seed, label)
+    fold_results, frames = [], []
+    for repeat, fold, tr, te in splits:
+        tag = f"r{repeat}f{fold}"
+        fold_dir = out / "folds" / tag if out is not None else None
+        done = fold_dir / "result.json" if fold_dir is not None else None
+        if resume and done is not None and done.exists():
+            fold_results.append(json.loads(done.read_text()))
+            frames.append(pd.read_csv(fold_dir / "predictions.csv", dtype={"patient_id": str}))
+            logger(f"[{tag}] already done, read from {done}")
+            continue
+        t0 = _time.time()
+        result, frame = run_fold(
+            cohort, config, tr, te, repeat, fold, fold_dir, resume, include_graphmed
+        )
+        result["seconds"] = round(_time.time() - t0, 2)
+        if fold_dir is not None:
+            with atomic_path(fold_dir / "predictions.csv") as tmp:
+                frame.to_csv(tmp, index=False)
+            write_json(done, result)
+        logger(f"[{tag}] " + "  ".join(f"{k} {v.get('c_index', float('nan')):.3f}" for k, v in result["methods"].items()))
+        fold_results.append(result)
+        frames.append(frame)
+    oof = pd.concat(frames, ignore_index=True)
+    metrics = aggregate(fold_results, cohort, config)
+    if out is not None:
+        with atomic_path(out / "oof_predictions.csv") as tmp:
+            oof.to_csv(tmp, index=False)
+        write_json(out / "metrics.json", metrics)
+        try:
+            from .report import write_reports
+
+            metrics["reports"] = write_reports(oof, out, method=ev.risk_groups)
+            write_json(out / "metrics.json", metrics)
+        except ValueError as err:  # a report that cannot be drawn must not lose the run
+            logger(f"reports skipped: {err}")
+    return CVResult(metrics, oof, out)
+
+
+def run_fold(cohort, config, tr, te, repeat, fold, fold_dir, resume, include_graphmed=True):
+    """Train and test one fold; return its result dict and prediction frame."""
+    ev, label = config.eval, config.task.label
+    train_c = cohort.subset(np.asarray(cohort.patient_ids)[tr])
+    test_c = cohort.subset(np.asarray(cohort.patient_ids)[te])
+    if ev.test_missing:
+        test_c = hide_modalities(test_c, ev.test_missing, seed=ev.seed * 1009 + repeat * 101 + fold)
+    inner_key = stratify_key(train_c, label)
+    fit_ids, val_ids = train_test_split(
+        np.asarray(train_c.patient_ids),
+        test_size=config.train.val_fraction,
+        stratify=inner_key,
+        random_state=config.train.seed + 7919 * repeat + fold,
+    )
+    methods: dict[str, dict[str, float]] = {}
+    history = {"best_epoch": None, "epochs_run": 0, "best_score": None}
+    if include_graphmed:
+        fitted = fit_data(train_c, config)  # the whole training fold; never the test fold
+        train_g = fitted.graphs(train_c.subset(fit_ids))
+        val_g = fitted.graphs(train_c.subset(val_ids))
+        test_g = fitted.graphs(test_c)
+        model = build_model(fitted, train_g, train_c)
+        trainer = Trainer(config.train)
+        ckpt = fold_dir / "checkpoint.pt" if fold_dir is not None else None
+        history = trainer.fit(model, train_g, val_g, checkpoint=ckpt, resume=resume)
+        preds = trainer.predict(model, test_g)
+        methods["graphmed"] = _metrics(train_c, test_c, preds, config)
+        frame = predictions_frame(test_c, preds, fitted.relations, model, repeat, fold, label)
+    else:
+        frame = pd.DataFrame(
+            {"patient_id": test_c.patient_ids, "repeat": repeat, "fold": fold,
+             "time": test_c.time, "event": test_c.event}
+        )
+    for name in ev.baselines:
+        from .baselines import make_baseline
+
+        baseline = make_baseline(name, seed=config.train.seed).fit(train_c)
+        risk = baseline.predict_risk(test_c)
+        methods[name] = survival_metrics(
+            train_c.time, train_c.event, test_c.time, test_c.event, risk, horizons=ev.horizons
+        )
+        frame[f"risk_{name}"] = risk
+    result = {
+        "repeat": repeat,
+        "fold": fold,
+        "n_train": len(fit_ids),
+        "n_val": len(val_ids),
+        "n_test": test_c.n_patients,
+        "test_present": test_c.present_mask().mean().round(4).to_dict(),
+        "best_epoch": history["best_epoch"],
+        "epochs_run": history["epochs_run"],
+        "best_val_c_index": history["best_score"],
+        "methods": methods,
+    }
+    return result, frame
+
+
+def _metrics(train_c: Cohort, test_c: Cohort, preds: Predictions, config) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if preds.risk is not None:
+        out.update(
+            survival_metrics(
+                train_c.time,
+                train_c.event,
+                test_c.time,
+                test_c.event,
+                preds.risk,
+                surv=preds.survival,
+                times=preds.survival_times,
+                horizons=config.eval.horizons,
+            )
+        )
+    label = config.task.label
+    if label is not None and label in preds.proba:
+        classes = {v: k for k, v in enumerate(sorted(train_c.patients[label].dropna().unique()))}
+        y = test_c.patients[label].map(classes)
+        known = y.notna().to_numpy()
+        cls = classification_metrics(y[known].astype(int).to_numpy(), preds.proba[label][known])
+        out.update({f"{label}_{k}": v for k, v in cls.items()})
+    return out
+
+
+def predictions_frame(cohort, preds, relations: RelationGraph, model, repeat, fold, label):
+    """One row per test patient: risk, survival, probabilities, attention, completion."""
+    frame = pd.DataFrame(
+        {
+            "patient_id": preds.patient_ids,
+            "repeat": repeat,
+            "fold": fold,
+            "time": cohort.time,
+            "event": cohort.event,
+        }
+    )
+    if preds.risk is not None:
+        frame["risk"] = preds.risk
+    if preds.survival is not None:
+        for j, t in enumerate(preds.survival_times):
+            frame[f"surv_{float(t):.1f}"] = preds.survival[:, j]
+    if label is not None and label in preds.proba:
+        frame["label"] = cohort.patients[label].to_numpy()
+        for j in range(preds.proba[label].shape[1]):
+            frame[f"proba_{j}"] = preds.proba[label][:, j]
+    for j, m in enumerate(model.net.modalities):
+        frame[f"att_mod_{m}"] = preds.modality_attention[:, j]
+        frame[f"completed_{m}"] = preds.completed[:, j].astype(int)
+    for j, path in enumerate(model.net.metapaths[: preds.metapath_attention.shape[1]]):
+        frame[f"att_path_{relations.metapath_name(path)}"] = preds.metapath_attention[:, j]
+    return frame
+
+
+def aggregate(fold_results: list[dict], cohort: Cohort, config: ExperimentConfig) -> dict[str, Any]:
+    """Mean, sd and bootstrap CI of every metric of every method over folds."""
+    methods: dict[str, dict[str, Any]] = {}
+    names = list(dict.fromkeys(k for r in fold_results for k in r["methods"]))
+    for name in names:
+        keys = list(dict.fromkeys(k for r in fold_results for k in r["methods"].get(name, {})))
+        methods[name] = {}
+        for key in keys:
+            values = [r["methods"].get(name, {}).get(key, float("nan")) for r in fold_results]
+            if not all(isinstance(v, (int, float)) for v in values):
+                continue
+            stats = summarise(values, n_boot=config.eval.bootstrap, seed=config.eval.seed)
+            methods[name][key] = {"per_fold": values, **stats}
+    top = methods.get("graphmed", {}).get("c_index", {})
+    return {
+        "cohort": cohort.name,
+        "n_patients": cohort.n_patients,
+        "folds": config.eval.folds,
+        "repeats": config.eval.repeats,
+        "test_missing": dict(config.eval.test_missing),
+        "c_index": top,
+        "methods": methods,
+        "per_fold": fold_results,
+    }
+
+
+class _Logger:
+    """Print a line and append it to ``log.txt`` (kept across resumes)."""
+
+    def __init__(self, out: Path | None, echo):
+        self.path = out / "log.txt" if out is not None else None
+        self.echo = echo or (lambda line: None)
+
+    def __call__(self, line: str) -> None:
+        self.echo(line)
+        if self.path is not None:
+            with open(self.path, "a") as fh:
+                fh.write(line + "\n")
+
+
+__all__ = ["CVResult", "cross_validate", "hide_modalities", "make_folds"]

@@ -1,0 +1,253 @@
+"""Training loop: AdamW, early stopping on a validation part, checkpoints, resume."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sksurv.metrics import concordance_index_censored
+
+from .._atomic import atomic_path
+from ..errors import GraphMedError
+from ..graph.build import PatientGraphs
+from ..nn.model import GraphMedModel
+from .config import TrainConfig
+from .builder import resolve_device
+
+
+@dataclass
+class Predictions:
+    """Per-patient outputs of a model, as numpy arrays in the graphs' patient order."""
+
+    patient_ids: list[str]
+    embedding: np.ndarray
+    modality_embeddings: np.ndarray
+    modality_attention: np.ndarray
+    metapath_attention: np.ndarray
+    completed: np.ndarray
+    risk: np.ndarray | None = None
+    survival: np.ndarray | None = None
+    survival_times: np.ndarray | None = None
+    proba: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Trainer:
+    """Fit a :class:`GraphMedModel` with early stopping on validation patients.
+
+    Args:
+        config: Optimisation settings (:class:`TrainConfig`).
+        log: Callable receiving one line of text per epoch (default: nothing).
+    """
+
+    def __init__(self, config: TrainConfig, log=None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.log = log or (lambda line: None)
+
+    # ---------------------------------------------------------------- helpers
+    def _optimizer(self, model: GraphMedModel) -> torch.optim.Optimizer:
+        prompt_ids = set()
+        if model.net.completion is not None:
+            prompt_ids = {id(p) for p in model.net.completion.parameters()}
+        main = [p for p in model.parameters() if id(p) not in prompt_ids]
+        prompts = [p for p in model.parameters() if id(p) in prompt_ids]
+        groups = [{"params": main, "lr": self.config.lr}]
+        if prompts:
+            groups.append({"params": prompts, "lr": self.config.prompt_lr})
+        return torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
+
+    def _autocast(self):
+        precision = self.config.precision
+        if self.device.type != "cuda" or precision == "fp32":
+            return torch.autocast(self.device.type, enabled=False)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _progress(self, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        enabled = self.config.progress and sys.stderr.isatty()
+        return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+
+    # -------------------------------------------------------------------- fit
+    def fit(
+        self,
+        model: GraphMedModel,
+        train: PatientGraphs,
+        val: PatientGraphs | None = None,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
+    ) -> dict[str, Any]:
+        """Train ``model`` in place; on return it holds the best validation weights.
+
+        Args:
+            model: The model (priors already fitted on ``train``).
+            train: Training graphs.
+            val: Validation graphs carved from the training fold (never the
+                test fold); without them the last epoch is kept.
+            checkpoint: File to save the state to after every epoch.
+            resume: Continue from ``checkpoint`` if it exists.
+
+        Returns:
+            The history: per-epoch training loss and validation score, the best
+            epoch and whether training stopped early.
+        """
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        model.to(self.device)
+        train_d = train.to(self.device)
+        val_d = val.to(self.device) if val is not None and len(val) else None
+        optimizer = self._optimizer(model)
+        scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and cfg.precision == "fp16")
+        state = {"epoch": 0, "best_score": -np.inf, "best_epoch": 0, "bad": 0, "history": []}
+        best_weights = copy.deepcopy(model.state_dict())
+        path = Path(checkpoint) if checkpoint else None
+        if resume and path is not None and path.exists():
+            best_weights = self._load(path, model, optimizer, scaler, state)
+        n = len(train_d)
+        n_batches = max(1, round(n / cfg.batch_size))
+        bar = self._progress(cfg.epochs, "train")
+        bar.update(state["epoch"])
+        stopped = False
+        for epoch in range(state["epoch"], cfg.epochs):
+            if state["bad"] >= cfg.patience:
+                stopped = True
+                break
+            model.train()
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+            running = torch.zeros((), device=self.device)
+            for idx in order.chunk(n_batches):
+                batch = train_d.batch(idx.to(self.device))
+                if cfg.feature_noise > 0:
+                    for m, x in batch.x.items():
+                        noise = torch.randn_like(x) * cfg.feature_noise
+                        batch.x[m] = x + noise * batch.node_mask[m][..., None]
+                with self._autocast():
+                    out = model(batch)
+                loss, _ = model.loss(batch, out)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                running += loss.detach()
+            train_loss = float(running) / n_batches
+            if not np.isfinite(train_loss):
+                raise GraphMedError(
+                    f"training loss became {train_loss} at epoch {epoch}; lower train.lr "
+                    "or use train.precision=fp32"
+                )
+            score = self.validation_score(model, val_d) if val_d is not None else -train_loss
+            state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_score": score})
+            if score > state["best_score"] + 1e-4:
+                state.update(best_score=score, best_epoch=epoch, bad=0)
+                best_weights = copy.deepcopy(model.state_dict())
+            else:
+                state["bad"] += 1
+            state["epoch"] = epoch + 1
+            self.log(f"epoch {epoch:4d}  train_loss {train_loss:.4f}  val {score:.4f}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{score:.3f}")
+            if path is not None:
+                self._save(path, model, optimizer, scaler, state, best_weights)
+        bar.close()
+        model.load_state_dict(best_weights)
+        return {
+            "history": state["history"],
+            "best_epoch": state["best_epoch"],
+            "best_score": state["best_score"],
+            "stopped_early": stopped or state["bad"] >= cfg.patience,
+            "epochs_run": state["epoch"],
+        }
+
+    @torch.no_grad()
+    def validation_score(self, model: GraphMedModel, val: PatientGraphs) -> float:
+        """Harrell's C-index of the survival head (or minus the loss without one)."""
+        model.eval()
+        preds = self.predict(model, val)
+        if preds.risk is None or val.event.sum() == 0:
+            batch = val.batch(torch.arange(len(val), device=val.device))
+            loss, _ = model.loss(batch, model(batch))
+            return -float(loss)
+        event = val.event.cpu().numpy().astype(bool)
+        return float(concordance_index_censored(event, val.time.cpu().numpy(), preds.risk)[0])
+
+    # ---------------------------------------------------------------- predict
+    @torch.no_grad()
+    def predict(self, model: GraphMedModel, graphs: PatientGraphs, batch_size: int = 1024) -> Predictions:
+        """Outputs for every patient of ``graphs`` (evaluation mode, no completion noise)."""
+        model.eval()
+        model.to(self.device)
+        graphs = graphs.to(self.device)
+        parts: dict[str, list[torch.Tensor]] = {}
+        for start in range(0, len(graphs), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(graphs)), device=self.device)
+            with self._autocast():
+                out = model(graphs.batch(idx))
+            net = out.net
+            row = {
+                "embedding": net.embedding,
+                "modality_embeddings": net.modality_embeddings,
+                "modality_attention": net.modality_attention,
+                "metapath_attention": net.metapath_attention,
+                "completed": net.completed,
+            }
+            for name, head in model.heads.items():
+                raw = out.heads[name].float()
+                if head.kind == "classification":
+                    row[f"proba:{name}"] = head.proba(raw)
+                else:
+                    row["risk"] = head.risk(raw)
+                    if head.kind == "discrete":
+                        row["survival"] = head.survival(raw)
+            for k, v in row.items():
+                parts.setdefault(k, []).append(v.float().cpu() if v.is_floating_point() else v.cpu())
+        cat = {k: torch.cat(v).numpy() for k, v in parts.items()}
+        survival_head = model.heads["survival"] if "survival" in model.heads else None
+        times = None
+        if survival_head is not None and survival_head.kind == "discrete":
+            times = np.asarray(survival_head.bins.edges[1:], dtype=float)
+        return Predictions(
+            patient_ids=list(graphs.patient_ids),
+            embedding=cat["embedding"],
+            modality_embeddings=cat["modality_embeddings"],
+            modality_attention=cat["modality_attention"],
+            metapath_attention=cat["metapath_attention"],
+            completed=cat["completed"],
+            risk=cat.get("risk"),
+            survival=cat.get("survival"),
+            survival_times=times,
+            proba={k.split(":", 1)[1]: v for k, v in cat.items() if k.startswith("proba:")},
+        )
+
+    # ------------------------------------------------------------ checkpoints
+    def _save(self, path, model, optimizer, scaler, state, best_weights) -> None:
+        payload = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "state": state,
+            "best_weights": best_weights,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    def _load(self, path, model, optimizer, scaler, state) -> dict[str, torch.Tensor]:
+        try:
+            payload = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as err:  # a corrupt checkpoint must say which file
+            raise GraphMedError(f"cannot resume from '{path}': {err}; delete it to start over") from err
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scaler.load_state_dict(payload["scaler"])
+        state.update(payload["state"])
+        torch.set_rng_state(payload["rng"].cpu())
+        if payload.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
+        return payload["best_weights"]
