@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +26,7 @@ import pandas as pd
 from ..errors import CohortError
 from ..typing import KINDS, EdgeType
 
-ModalityData = Union[pd.DataFrame, dict[str, np.ndarray]]
+ModalityData = pd.DataFrame | dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ class BagEncoder(nn.Module):
 
     def __init__(self, in_dim: int, d: int, tokens: int | None = None, dropout: float = 0.1):
         super().__init__()
-        self.project = nn.Sequential(
-            nn.Linear(in_dim, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d)
-        )
+        # Dropout acts on the whole bag downstream; a mask per instance feature
+        # here would cost more than the projection on the CPU.
+        self.project = nn.Sequential(nn.Linear(in_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.dropout = dropout
         self.tokens = tokens
         self.pool = GatedAttentionPool(d, tokens) if tokens else None
 

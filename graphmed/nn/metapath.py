@@ -2,9 +2,11 @@
 
 For each meta-path ``m0 -r1-> m1 -r2-> ... mk`` the nodes of ``m1`` attend to
 those of ``m0`` through relation ``r1``, the result is added to ``m1``'s nodes,
-and so on along the path: the relations compose. Each path yields a patient
-vector (the masked mean of its last type's nodes), and a semantic attention
-weighs the paths per patient; those weights are kept for export.
+and so on along the path: the relations compose. The last hop attends from
+the patient's pooled ``mk`` (the masked mean of its nodes), since only that
+vector leaves the path; this keeps the last hop linear in the node count.
+A semantic attention weighs the paths per patient; those weights are kept
+for export.
 """
 
 from __future__ import annotations
@@ -62,18 +64,39 @@ class MetaPathAggregation(nn.Module):
         self, h: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the meta-path embedding ``(B, d)`` and path weights ``(B, P)``."""
+        # Hops inside a path are node-level; the last hop only feeds the path's
+        # patient vector, so it attends from the pooled target (O(N) not O(N^2)).
+        # Paths sharing a prefix share its hops, and a type's query is computed once.
+        pooled = {t: _masked_mean(h[t], mask[t]) for t in {p[-1][2] for p in self.metapaths}}
+        queries: dict[str, torch.Tensor] = {}
+        hops: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         per_path = []
         for path in self.metapaths:
             cur, cur_mask = h[path[0][0]], mask[path[0][0]]
-            for step in path:
-                dst = step[2]
-                q = self.q[self._tkey(dst)](h[dst])
-                k, v = self.k[self._key(step)](cur), self.v[self._key(step)](cur)
-                att = masked_softmax(q @ k.transpose(1, 2) * self.scale, cur_mask[:, None, :], -1)
-                cur = self.norm[self._tkey(dst)](h[dst] + self.dropout(att @ v))
-                cur_mask = mask[dst]
-            weights = cur_mask.float()[..., None]
-            per_path.append((cur * weights).sum(1) / weights.sum(1).clamp(min=1.0))
+            for i, step in enumerate(path[:-1]):
+                key = tuple(path[: i + 1])
+                if key not in hops:
+                    dst = step[2]
+                    if dst not in queries:
+                        queries[dst] = self.q[self._tkey(dst)](h[dst])
+                    msg = self._attend(queries[dst], step, cur, cur_mask)
+                    hops[key] = (self.norm[self._tkey(dst)](h[dst] + msg), mask[dst])
+                cur, cur_mask = hops[key]
+            last = path[-1]
+            dst = last[2]
+            q = self.q[self._tkey(dst)](pooled[dst])[:, None]
+            msg = self._attend(q, last, cur, cur_mask)[:, 0]
+            per_path.append(self.norm[self._tkey(dst)](pooled[dst] + msg))
         z = torch.stack(per_path, 1)  # (B, P, d)
         beta = torch.softmax(self.semantic(z).squeeze(-1), dim=1)
-        return (beta[..., None] * z).sum(1), beta
+        return self.dropout((beta[..., None] * z).sum(1)), beta
+
+    def _attend(self, q, step, src, src_mask):
+        k, v = self.k[self._key(step)](src), self.v[self._key(step)](src)
+        att = masked_softmax(q @ k.transpose(1, 2) * self.scale, src_mask[:, None, :], -1)
+        return att @ v
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    w = mask.float()[..., None]
+    return (x * w).sum(1) / w.sum(1).clamp(min=1.0)

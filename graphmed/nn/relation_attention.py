@@ -65,7 +65,7 @@ class RelationAttention(nn.Module):
         self.o = per_type(lambda: nn.Linear(d, d))
         self.ffn = per_type(
             lambda: nn.Sequential(
-                nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d, d)
+                nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d)
             )
         )
         eye = torch.eye(self.dh).repeat(heads, 1, 1)
@@ -123,9 +123,11 @@ class RelationAttention(nn.Module):
             score = torch.cat(scores, -1)
             src_mask = torch.cat(masks, -1)[:, None, None, :]
             score = score.masked_fill(~src_mask, torch.finfo(score.dtype).min)
-            att = self.dropout(torch.softmax(score, -1))
+            # No dropout on the attention weights: masks as large as the score tensor
+            # cost more than the attention itself on the CPU; dropout acts on outputs.
+            att = torch.softmax(score, -1)
             msg = (att @ torch.cat(values, 2)).transpose(1, 2).reshape(h[t].shape)
             x = h[t] + self.dropout(self.o[self._nkey(t)](msg))
-            x = x + self.ffn[self._nkey(t)](x)
+            x = x + self.ffn[self._nkey(t)](x)  # one dropout per layer: CPU masks are costly
             out[t] = x * mask[t][..., None]
         return out

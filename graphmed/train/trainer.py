@@ -16,8 +16,8 @@ from .._atomic import atomic_path
 from ..errors import GraphMedError
 from ..graph.build import PatientGraphs
 from ..nn.model import GraphMedModel
-from .config import TrainConfig
 from .builder import resolve_device
+from .config import TrainConfig
 
 
 @dataclass
