@@ -81,7 +81,9 @@ class _Base:
         """Patient embeddings (``emb_0..``) indexed by patient id."""
         preds = self._predict(X, y)
         cols = [f"emb_{j}" for j in range(preds.embedding.shape[1])]
-        return pd.DataFrame(preds.embedding, index=pd.Index(preds.patient_ids, name="patient_id"), columns=cols)
+        return pd.DataFrame(
+            preds.embedding, index=pd.Index(preds.patient_ids, name="patient_id"), columns=cols
+        )
 
     def save(self, path) -> None:
         self._check_fitted()

@@ -67,7 +67,9 @@ class HGTStack(torch.nn.Module):
         super().__init__()
         from torch_geometric.nn import HGTConv
 
-        self.inp = torch.nn.ModuleDict({m: torch.nn.Linear(lay.node_dim, d) for m, lay in layouts.items()})
+        self.inp = torch.nn.ModuleDict(
+            {m: torch.nn.Linear(lay.node_dim, d) for m, lay in layouts.items()}
+        )
         self.convs = torch.nn.ModuleList(HGTConv(d, d, metadata, heads) for _ in range(layers))
         self.head = torch.nn.Linear(d, 1)
 
@@ -100,17 +102,37 @@ def _time_steps(step, steps, device):
     return (time.perf_counter() - t0) / steps
 
 
-def bench(n_patients=256, batch=256, bag=64, n_modalities=3, d=128, heads=4, layers=2, steps=5,
-          device="cpu", methods=("graphmed", "hgt"), seed=0):
+def bench(
+    n_patients=256,
+    batch=256,
+    bag=64,
+    n_modalities=3,
+    d=128,
+    heads=4,
+    layers=2,
+    steps=5,
+    device="cpu",
+    methods=("graphmed", "hgt"),
+    seed=0,
+):
     device = torch.device(device)
     torch.manual_seed(seed)
     cohort, graphs, rel = make_graphs(max(n_patients, batch), n_modalities, bag, seed)
     gdev = graphs.to(device)
     idx = torch.arange(batch, device=device)
-    row = {"patients": len(graphs), "batch": batch, "bag": bag, "modalities": n_modalities,
-           "d": d, "layers": layers, "device": str(device)}
+    row = {
+        "patients": len(graphs),
+        "batch": batch,
+        "bag": bag,
+        "modalities": n_modalities,
+        "d": d,
+        "layers": layers,
+        "device": str(device),
+    }
     metapaths = rel.enumerate_metapaths(2, 1)
-    net = GraphMedNet(graphs.layouts, rel.edge_types, metapaths, d=d, heads=heads, layers=layers).to(device)
+    net = GraphMedNet(
+        graphs.layouts, rel.edge_types, metapaths, d=d, heads=heads, layers=layers
+    ).to(device)
     net.fit_priors(graphs)
     head = torch.nn.Linear(d, 1).to(device)
     opt = torch.optim.AdamW(list(net.parameters()) + list(head.parameters()), lr=1e-4)
@@ -207,12 +229,23 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="write all rows to this JSON file")
     args = p.parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
-    env = {"device": args.device, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-           "threads": torch.get_num_threads(),
-           "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None}
+    env = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+    }
     print(json.dumps(env))
-    base = dict(batch=args.batch, bag=args.bag, d=args.d, layers=args.layers, steps=args.steps,
-                device=args.device, methods=tuple(args.methods.split(",")))
+    base = dict(
+        batch=args.batch,
+        bag=args.bag,
+        d=args.d,
+        layers=args.layers,
+        steps=args.steps,
+        device=args.device,
+        methods=tuple(args.methods.split(",")),
+    )
     rows = [{"sweep": "reference", **bench(n_patients=args.batch, **base)}]
     print(to_markdown(rows), flush=True)
     for name in filter(None, args.sweep.split(",")):

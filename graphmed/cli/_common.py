@@ -10,7 +10,9 @@ from ..train.config import ExperimentConfig, load_experiment
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, help="experiment YAML (default: built-in defaults)")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="experiment YAML (default: built-in defaults)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",

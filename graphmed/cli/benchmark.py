@@ -19,9 +19,12 @@ def register(sub) -> None:
         help="graphmed and baselines on the same folds: a markdown table and a CSV",
     )
     p.add_argument("--cohort", type=Path, required=True)
-    p.add_argument("--methods", default="graphmed,coxnet,rsf,mlp",
-                   help="comma list: graphmed, coxnet, rsf, mlp (= mlp_zero + mlp_mean), "
-                   "mlp_zero, mlp_mean, coxnet:<modality>, rsf:<modality>")
+    p.add_argument(
+        "--methods",
+        default="graphmed,coxnet,rsf,mlp",
+        help="comma list: graphmed, coxnet, rsf, mlp (= mlp_zero + mlp_mean), "
+        "mlp_zero, mlp_mean, coxnet:<modality>, rsf:<modality>",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     p.add_argument("--resume", action="store_true")
     add_config_args(p)
@@ -45,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     baselines = [b for n in names if n != "graphmed" for b in ALIASES.get(n, [n])]
     config.eval.baselines = baselines
     cohort = read_cohort_arg(args.cohort)
-    result = cross_validate(cohort, config, args.out, resume=args.resume,
-                            include_graphmed="graphmed" in names)
+    result = cross_validate(
+        cohort, config, args.out, resume=args.resume, include_graphmed="graphmed" in names
+    )
     print(methods_table(result.metrics))
     write_table(result.metrics, args.out / "benchmark.csv")
     print(f"table: {args.out / 'benchmark.csv'}")
@@ -57,8 +61,17 @@ def write_table(metrics: dict, path: Path) -> pd.DataFrame:
     rows = []
     for method, vals in metrics["methods"].items():
         for key, v in vals.items():
-            rows.append({"method": method, "metric": key, "mean": v["mean"], "sd": v["sd"],
-                         "ci_low": v.get("ci_low"), "ci_high": v.get("ci_high"), "n_folds": v.get("n")})
+            rows.append(
+                {
+                    "method": method,
+                    "metric": key,
+                    "mean": v["mean"],
+                    "sd": v["sd"],
+                    "ci_low": v.get("ci_low"),
+                    "ci_high": v.get("ci_high"),
+                    "n_folds": v.get("n"),
+                }
+            )
     frame = pd.DataFrame(rows)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
@@ -76,8 +89,10 @@ def run_quickstart(args: argparse.Namespace) -> int:
     if not (cohort_dir / "cohort.yaml").exists():
         materialize("breast_cancer", cohort_dir, overwrite=True)
     cohort = read_cohort_arg(cohort_dir)
-    print(f"cohort: {cohort.name}, {cohort.n_patients} patients, {int(cohort.event.sum())} events, "
-          f"modalities {cohort.modality_names}; config: {config_path}")
+    print(
+        f"cohort: {cohort.name}, {cohort.n_patients} patients, {int(cohort.event.sum())} events, "
+        f"modalities {cohort.modality_names}; config: {config_path}"
+    )
     result = cross_validate(cohort, config, args.out, resume=args.resume)
     table = methods_table(result.metrics)
     print(table)

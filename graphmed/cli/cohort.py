@@ -15,7 +15,11 @@ def register(sub) -> None:
     inner.required = True
     v = inner.add_parser("validate", help="validate a cohort folder and print its summary")
     v.add_argument("path", type=Path, help="cohort folder")
-    v.add_argument("--graphs", action="store_true", help="also build the patient graphs and count nodes and edges")
+    v.add_argument(
+        "--graphs",
+        action="store_true",
+        help="also build the patient graphs and count nodes and edges",
+    )
     v.set_defaults(func=run_validate)
 
 

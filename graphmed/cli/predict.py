@@ -58,8 +58,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # Horizons and IPCW weights need a training distribution: the model's own
     # training endpoint is not stored, so the evaluated cohort's is used.
     metrics = survival_metrics(cohort.time, cohort.event, cohort.time, cohort.event, preds.risk)
-    out = {"model": str(args.model), "cohort": cohort.name, "n_patients": cohort.n_patients,
-           "trained_on": info.get("training_cohort"), "metrics": metrics}
+    out = {
+        "model": str(args.model),
+        "cohort": cohort.name,
+        "n_patients": cohort.n_patients,
+        "trained_on": info.get("training_cohort"),
+        "metrics": metrics,
+    }
     for k, v in metrics.items():
         if isinstance(v, float):
             print(f"{k:>12s}  {v:.4f}")

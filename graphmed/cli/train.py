@@ -15,10 +15,14 @@ def register(sub) -> None:
         description="Stratified k-fold CV with early stopping inside each training fold; "
         "writes metrics.json, oof_predictions.csv, the Kaplan-Meier plot, a log and a model.",
     )
-    p.add_argument("--cohort", type=Path, required=True, help="cohort folder (see docs/cohort-format.md)")
+    p.add_argument(
+        "--cohort", type=Path, required=True, help="cohort folder (see docs/cohort-format.md)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--no-final", action="store_true", help="skip fitting the final model on all patients")
+    p.add_argument(
+        "--no-final", action="store_true", help="skip fitting the final model on all patients"
+    )
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -32,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     result = cross_validate(cohort, config, args.out, resume=args.resume)
     print(methods_table(result.metrics))
     if not args.no_final:
-        model, _ = fit_final(cohort, config, checkpoint=args.out / "final_checkpoint.pt", resume=args.resume)
+        model, _ = fit_final(
+            cohort, config, checkpoint=args.out / "final_checkpoint.pt", resume=args.resume
+        )
         model.save(args.out / "model")
         print(f"model saved to {args.out / 'model'}")
     print(f"results in {args.out}")

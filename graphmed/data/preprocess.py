@@ -41,6 +41,8 @@ class ModalityTransform:
     scale: list[float] = field(default_factory=list)
     fill: list[float] = field(default_factory=list)
     width: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    """The modality's options at fit time (tokenisation: chunk_size, groups, max_instances)."""
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -96,6 +98,8 @@ class CohortPreprocessor:
                 cap = spec.options.get("max_features", self.max_features)
                 categorical = spec.options.get("categorical")
                 transforms[mod] = _fit_table(rows, spec.kind, cap, categorical)
+        for mod, tr in transforms.items():
+            tr.options = copy.deepcopy(dict(cohort.modalities[mod].options))
         self.transforms_ = transforms
         self.fitted_on_ = cohort.patient_ids
         return self

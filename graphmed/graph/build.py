@@ -24,6 +24,7 @@ convolutions and inspection.
 from __future__ import annotations
 
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,7 +239,7 @@ def build_graphs(
     arrays = preprocessor.transform(cohort)
     layouts, xs, masks, present = {}, {}, {}, []
     for mod, tr in preprocessor.transforms_.items():
-        options = cohort.modalities[mod].options if mod in cohort.modalities else {}
+        options = tr.options  # fitted with the preprocessor, so every cohort gets the same nodes
         arr = arrays[mod]
         if tr.kind == "tabular":
             layout, x, mask = _tabular_nodes(mod, tr, arr)
@@ -248,7 +249,7 @@ def build_graphs(
         else:
             cap = int(options.get("max_instances", max_instances))
             pooling = options.get("pooling", bag_pooling)
-            layout, x, mask = _bag_nodes(mod, tr, arr, cap, pooling, seed)
+            layout, x, mask = _bag_nodes(mod, tr, arr, cap, pooling, seed, cohort.patient_ids)
         layouts[mod], xs[mod], masks[mod] = layout, x.to(store_dtype), mask
         present.append(torch.from_numpy(arr.present))
     labels, classes = {}, {}
@@ -263,7 +264,9 @@ def build_graphs(
         layouts=layouts,
         x=xs,
         node_mask=masks,
-        present=torch.stack(present, 1) if present else torch.zeros(cohort.n_patients, 0, dtype=torch.bool),
+        present=torch.stack(present, 1)
+        if present
+        else torch.zeros(cohort.n_patients, 0, dtype=torch.bool),
         time=torch.as_tensor(cohort.time, dtype=torch.float32),
         event=torch.as_tensor(cohort.event, dtype=torch.float32),
         labels=labels,
@@ -316,18 +319,20 @@ def _vector_nodes(mod, tr, arr, groups, chunk_size):
     return layout, x, mask
 
 
-def _bag_nodes(mod, tr, arr, cap, pooling, seed):
+def _bag_nodes(mod, tr, arr, cap, pooling, seed, patient_ids):
     bags = arr.values
-    rng = np.random.default_rng(seed)
     sizes = np.array([len(b) for b in bags])
     n = int(max(1, min(cap, sizes.max(initial=1))))
     x = torch.zeros(len(bags), n, tr.width)
     mask = torch.zeros(len(bags), n, dtype=torch.bool)
     for i, bag in enumerate(bags):
         if len(bag) > n:
+            # Seeded by the patient's id, so its nodes never depend on who else is built.
+            key = zlib.crc32(patient_ids[i].encode())
             if pooling == "prototypes":
-                bag = _kmeans(torch.from_numpy(bag), n, seed + i)
+                bag = _kmeans(torch.from_numpy(bag), n, (seed * 1_000_003 + key) % 2**63)
             else:
+                rng = np.random.default_rng([seed, key])
                 bag = bag[np.sort(rng.choice(len(bag), n, replace=False))]
         k = len(bag)
         if k:

@@ -65,7 +65,11 @@ class PromptCompletion(nn.Module):
         self.norm_kv = nn.LayerNorm(d)
         self.cross = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
         self.ffn = nn.Sequential(
-            nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * d, d)
+            nn.LayerNorm(d),
+            nn.Linear(d, 2 * d),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(2 * d, d),
         )
         for m in modalities:
             shape = tuple(profile_shapes[m])
@@ -137,14 +141,18 @@ class PromptCompletion(nn.Module):
                 v = v + w @ self.bank[m]
             prompts.append(v + self.type_embedding[j])
         queries = torch.stack(prompts).reshape(1, -1, prompts[0].shape[-1]).expand(batch, -1, -1)
-        context = torch.cat([self.null_context.expand(batch, -1, -1)] + [h[m] for m in self.modalities], 1)
+        context = torch.cat(
+            [self.null_context.expand(batch, -1, -1)] + [h[m] for m in self.modalities], 1
+        )
         ctx_mask = torch.cat(
             [torch.ones(batch, 1, dtype=torch.bool, device=available.device)]
             + [mask[m] & available[:, j : j + 1] for j, m in enumerate(self.modalities)],
             1,
         )
         kv = self.norm_kv(context)
-        attended, _ = self.cross(self.norm_q(queries), kv, kv, key_padding_mask=~ctx_mask, need_weights=False)
+        attended, _ = self.cross(
+            self.norm_q(queries), kv, kv, key_padding_mask=~ctx_mask, need_weights=False
+        )
         out = queries + attended
         out = out + self.ffn(out)
         return out.reshape(batch, len(self.modalities), self.n_prompts, -1)

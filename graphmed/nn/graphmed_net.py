@@ -119,7 +119,9 @@ class GraphMedNet(nn.Module):
             for m, lay in layouts.items()
         }
         self.completion = (
-            PromptCompletion(self.modalities, shapes, d, n_prompts, n_bank, prompt_bank, heads, dropout=dropout)
+            PromptCompletion(
+                self.modalities, shapes, d, n_prompts, n_bank, prompt_bank, heads, dropout=dropout
+            )
             if completion == "prompt"
             else None
         )
@@ -149,7 +151,9 @@ class GraphMedNet(nn.Module):
             x, mask = graphs.x[m].cpu()[has].float(), graphs.node_mask[m].cpu()[has]
             if self.layouts[m].kind == "bag":
                 inst = x[mask]
-                cap = torch.randperm(len(inst), generator=torch.Generator().manual_seed(seed))[:20000]
+                cap = torch.randperm(len(inst), generator=torch.Generator().manual_seed(seed))[
+                    :20000
+                ]
                 profiles[m] = inst[cap][:, None, :]
             else:
                 profiles[m] = x

@@ -50,7 +50,9 @@ class GraphMedModel(nn.Module):
         out = self.net(batch)
         return ModelOutput(out, {name: head(out.embedding) for name, head in self.heads.items()})
 
-    def loss(self, batch: GraphBatch, output: ModelOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, batch: GraphBatch, output: ModelOutput
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted sum of the head losses and the steering loss, and each part."""
         parts = {}
         for name, head in self.heads.items():

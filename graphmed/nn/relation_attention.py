@@ -72,7 +72,9 @@ class RelationAttention(nn.Module):
         self.w_att = nn.ParameterDict({r: nn.Parameter(eye.clone()) for r in rtypes})
         self.w_msg = nn.ParameterDict({r: nn.Parameter(eye.clone()) for r in rtypes})
         self.prior = nn.ParameterDict({r: nn.Parameter(torch.ones(heads)) for r in rtypes})
-        self.rel_emb = nn.ParameterDict({r: nn.Parameter(torch.ones(heads, self.dh)) for r in rtypes})
+        self.rel_emb = nn.ParameterDict(
+            {r: nn.Parameter(torch.ones(heads, self.dh)) for r in rtypes}
+        )
         self.cos_scale = nn.ParameterDict({r: nn.Parameter(torch.ones(1)) for r in rtypes})
         self.prompt_bias = nn.ParameterDict({r: nn.Parameter(torch.zeros(1)) for r in rtypes})
         self.dropout = nn.Dropout(dropout)
@@ -112,8 +114,13 @@ class RelationAttention(nn.Module):
                 if dst != t:
                     continue
                 rk = self._rkey((s, r, dst))
-                k = torch.einsum("bhnd,hde->bhne", keys[s], self.w_att[rk]) * self.rel_emb[rk][:, None]
-                score = q @ k.transpose(-1, -2) * (self.prior[rk][:, None, None] / math.sqrt(self.dh))
+                k = (
+                    torch.einsum("bhnd,hde->bhne", keys[s], self.w_att[rk])
+                    * self.rel_emb[rk][:, None]
+                )
+                score = (
+                    q @ k.transpose(-1, -2) * (self.prior[rk][:, None, None] / math.sqrt(self.dh))
+                )
                 cos = unit[t] @ unit[s].transpose(-1, -2)
                 touches = prompt[t][:, :, None] | prompt[s][:, None, :]
                 score = score + (self.cos_scale[rk] * cos + self.prompt_bias[rk] * touches)[:, None]

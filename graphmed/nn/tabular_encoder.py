@@ -29,7 +29,9 @@ class TabularEncoder(nn.Module):
         cards = [categorical[j] for j in index]
         offsets = [sum(cards[:i]) for i in range(len(cards))]
         self.register_buffer("cat_index", torch.tensor(index, dtype=torch.long), persistent=False)
-        self.register_buffer("cat_offset", torch.tensor(offsets, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "cat_offset", torch.tensor(offsets, dtype=torch.long), persistent=False
+        )
         self.register_buffer("cat_max", torch.tensor(cards, dtype=torch.long) - 1, persistent=False)
         self.cat_embedding = nn.Embedding(max(sum(cards), 1), d)
         nn.init.uniform_(self.cat_embedding.weight, -bound, bound)

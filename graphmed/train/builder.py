@@ -30,7 +30,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is '{name}' but CUDA is not available; use 'auto' or 'cpu'")
+        raise ConfigError(
+            f"train.device is '{name}' but CUDA is not available; use 'auto' or 'cpu'"
+        )
     return device
 
 

@@ -121,7 +121,12 @@ def cross_validate(
             with atomic_path(fold_dir / "predictions.csv") as tmp:
                 frame.to_csv(tmp, index=False)
             write_json(done, result)
-        logger(f"[{tag}] " + "  ".join(f"{k} {v.get('c_index', float('nan')):.3f}" for k, v in result["methods"].items()))
+        logger(
+            f"[{tag}] "
+            + "  ".join(
+                f"{k} {v.get('c_index', float('nan')):.3f}" for k, v in result["methods"].items()
+            )
+        )
         fold_results.append(result)
         frames.append(frame)
     oof = pd.concat(frames, ignore_index=True)
@@ -170,8 +175,13 @@ def run_fold(cohort, config, tr, te, repeat, fold, fold_dir, resume, include_gra
         frame = predictions_frame(test_c, preds, fitted.relations, model, repeat, fold, label)
     else:
         frame = pd.DataFrame(
-            {"patient_id": test_c.patient_ids, "repeat": repeat, "fold": fold,
-             "time": test_c.time, "event": test_c.event}
+            {
+                "patient_id": test_c.patient_ids,
+                "repeat": repeat,
+                "fold": fold,
+                "time": test_c.time,
+                "event": test_c.event,
+            }
         )
     for name in ev.baselines:
         from .baselines import make_baseline

@@ -77,7 +77,11 @@ class TrainedModel:
 
     def to_dict(self) -> dict[str, Any]:
         heads = self.model.heads
-        bins = heads["survival"].bins.to_dict() if "survival" in heads and heads["survival"].kind == "discrete" else None
+        bins = (
+            heads["survival"].bins.to_dict()
+            if "survival" in heads and heads["survival"].kind == "discrete"
+            else None
+        )
         return {
             **self.info,
             "time_bins": bins,
@@ -123,7 +127,11 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
 
 
 def fit_final(
-    cohort: Cohort, config: ExperimentConfig, checkpoint: str | Path | None = None, resume: bool = False, log=None
+    cohort: Cohort,
+    config: ExperimentConfig,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    log=None,
 ) -> tuple[TrainedModel, dict[str, Any]]:
     """Fit a model on a whole cohort (a validation part is carved for early stopping)."""
     label = config.task.label
@@ -158,8 +166,13 @@ def _shell_graphs(layouts: dict[str, ModalityLayout]) -> PatientGraphs:
     """Empty graphs carrying only the layouts (to rebuild a model before loading weights)."""
     empty = torch.zeros(0)
     return PatientGraphs(
-        [], layouts, {m: empty for m in layouts}, {m: empty for m in layouts},
-        torch.zeros(0, len(layouts), dtype=torch.bool), empty, empty,
+        [],
+        layouts,
+        {m: empty for m in layouts},
+        {m: empty for m in layouts},
+        torch.zeros(0, len(layouts), dtype=torch.bool),
+        empty,
+        empty,
     )
 
 

@@ -103,7 +103,9 @@ class Trainer:
         train_d = train.to(self.device)
         val_d = val.to(self.device) if val is not None and len(val) else None
         optimizer = self._optimizer(model)
-        scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and cfg.precision == "fp16")
+        scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.device.type == "cuda" and cfg.precision == "fp16"
+        )
         state = {"epoch": 0, "best_score": -np.inf, "best_epoch": 0, "bad": 0, "history": []}
         best_weights = copy.deepcopy(model.state_dict())
         path = Path(checkpoint) if checkpoint else None
@@ -119,7 +121,9 @@ class Trainer:
                 stopped = True
                 break
             model.train()
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch))
+            order = torch.randperm(
+                n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+            )
             running = torch.zeros((), device=self.device)
             for idx in order.chunk(n_batches):
                 batch = train_d.batch(idx.to(self.device))
@@ -178,7 +182,9 @@ class Trainer:
 
     # ---------------------------------------------------------------- predict
     @torch.no_grad()
-    def predict(self, model: GraphMedModel, graphs: PatientGraphs, batch_size: int = 1024) -> Predictions:
+    def predict(
+        self, model: GraphMedModel, graphs: PatientGraphs, batch_size: int = 1024
+    ) -> Predictions:
         """Outputs for every patient of ``graphs`` (evaluation mode, no completion noise)."""
         model.eval()
         model.to(self.device)
@@ -205,7 +211,9 @@ class Trainer:
                     if head.kind == "discrete":
                         row["survival"] = head.survival(raw)
             for k, v in row.items():
-                parts.setdefault(k, []).append(v.float().cpu() if v.is_floating_point() else v.cpu())
+                parts.setdefault(k, []).append(
+                    v.float().cpu() if v.is_floating_point() else v.cpu()
+                )
         cat = {k: torch.cat(v).numpy() for k, v in parts.items()}
         survival_head = model.heads["survival"] if "survival" in model.heads else None
         times = None
@@ -242,7 +250,9 @@ class Trainer:
         try:
             payload = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as err:  # a corrupt checkpoint must say which file
-            raise GraphMedError(f"cannot resume from '{path}': {err}; delete it to start over") from err
+            raise GraphMedError(
+                f"cannot resume from '{path}': {err}; delete it to start over"
+            ) from err
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scaler.load_state_dict(payload["scaler"])

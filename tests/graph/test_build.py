@@ -275,11 +275,6 @@ def test_labels_coded_with_given_classes(make_frames, train_ids):
     assert RelationGraph.from_cohort(cohort).edge_types == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build.py takes layout options (chunk_size, groups, max_instances) from the cohort "
-    "being built, so a cohort lacking the modality falls back to the defaults",
-)
 def test_layout_of_absent_modality_matches_training(make_frames, make_cohort, train_ids):
     cohort = make_cohort(options={"expr": {"chunk_size": 4}})
     pre = CohortPreprocessor().fit(cohort.subset(train_ids))
@@ -289,11 +284,6 @@ def test_layout_of_absent_modality_matches_training(make_frames, make_cohort, tr
     assert without.layouts["expr"].n_nodes == build_graphs(cohort, pre).layouts["expr"].n_nodes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bag subsampling draws from one generator in patient order, so a patient's nodes "
-    "depend on which patients are built with it",
-)
 def test_bag_nodes_do_not_depend_on_other_patients(cohort, preprocessor, graphs, test_ids):
     alone = build_graphs(cohort.subset(test_ids), preprocessor, max_instances=8)
     rows = [graphs.patient_ids.index(p) for p in test_ids]
