@@ -1,0 +1,203 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import graphmed
+from graphmed.train import cv as cv_module
+from graphmed.train.builder import build_model, fit_data
+from graphmed.train.config import load_experiment
+from graphmed.train.trainer import Trainer
+
+FAST = [
+    "model.hidden=16",
+    "model.heads=2",
+    "model.layers=1",
+    "train.epochs=3",
+    "train.patience=5",
+    "train.progress=false",
+    "eval.folds=3",
+    "eval.bootstrap=50",
+    "eval.baselines=[]",
+]
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return graphmed.make_synthetic_cohort(
+        90, missing={"expr": 0.3, "wsi": 0.3}, bag_size=(4, 12), seed=3
+    )
+
+
+def _config(*extra):
+    return load_experiment(None, FAST + list(extra))
+
+
+def test_cross_validate_writes_outputs(cohort, tmp_path):
+    result = graphmed.cross_validate(cohort, _config(), tmp_path, log=None)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(metrics["c_index"]["per_fold"]) == 3
+    assert metrics["c_index"]["mean"] == pytest.approx(np.mean(metrics["c_index"]["per_fold"]))
+    oof = pd.read_csv(tmp_path / "oof_predictions.csv", dtype={"patient_id": str})
+    assert sorted(oof["patient_id"]) == sorted(cohort.patient_ids)  # each patient tested once
+    assert {"risk", "fold", "att_mod_expr", "completed_wsi"} <= set(oof.columns)
+    assert (tmp_path / "km.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "log.txt").exists()
+    assert result.metrics["c_index"]["per_fold"] == metrics["c_index"]["per_fold"]
+
+
+def test_same_seed_same_metrics(cohort):
+    a = graphmed.cross_validate(cohort, _config(), None, log=None)
+    b = graphmed.cross_validate(cohort, _config(), None, log=None)
+    assert a.metrics["c_index"]["per_fold"] == b.metrics["c_index"]["per_fold"]
+    np.testing.assert_array_equal(a.oof["risk"].to_numpy(), b.oof["risk"].to_numpy())
+
+
+def test_resume_after_a_kill_loses_nothing(cohort, tmp_path, monkeypatch):
+    full = graphmed.cross_validate(cohort, _config(), None, log=None)
+    real = cv_module.run_fold
+
+    def dies_on_fold_2(*args, **kwargs):
+        if args[5] == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cv_module, "run_fold", dies_on_fold_2)
+    with pytest.raises(KeyboardInterrupt):
+        graphmed.cross_validate(cohort, _config(), tmp_path, log=None)
+    done = tmp_path / "folds" / "r0f0" / "result.json"
+    before = done.read_text()
+    assert not (tmp_path / "metrics.json").exists()
+    monkeypatch.setattr(cv_module, "run_fold", real)
+    lines = []
+    resumed = graphmed.cross_validate(cohort, _config(), tmp_path, resume=True, log=lines.append)
+    assert done.read_text() == before
+    assert any("r0f0] already done" in line for line in lines)
+    assert resumed.metrics["c_index"]["per_fold"] == full.metrics["c_index"]["per_fold"]
+
+
+def test_trainer_resume_matches_uninterrupted(cohort, tmp_path):
+    cfg = _config("train.epochs=4", "train.patience=10")
+    fitted = fit_data(cohort, cfg)
+    graphs = fitted.graphs(cohort)
+
+    def fresh():
+        return build_model(fitted, graphs, cohort)
+
+    straight = fresh()
+    Trainer(cfg.train).fit(straight, graphs, graphs)
+    ckpt = tmp_path / "ckpt.pt"
+    part = fresh()
+    cfg.train.epochs = 2
+    Trainer(cfg.train).fit(part, graphs, graphs, checkpoint=ckpt)
+    cfg.train.epochs = 4
+    resumed = fresh()
+    history = Trainer(cfg.train).fit(resumed, graphs, graphs, checkpoint=ckpt, resume=True)
+    assert history["epochs_run"] == 4 and len(history["history"]) == 4
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_fold_statistics_come_from_training_patients(cohort):
+    folds = cv_module.make_folds(cohort, 3, 1, 0)
+    _, _, tr, te = folds[0]
+    ids = np.asarray(cohort.patient_ids)
+    train = cohort.subset(ids[tr])
+    state = fit_data(train, _config()).preprocessor.to_dict()
+    # Changing every test patient's expression leaves the fitted statistics unchanged.
+    expr = cohort.data["expr"].copy()
+    test_rows = expr.index.intersection(ids[te])
+    expr.loc[test_rows] = expr.loc[test_rows] * 50 + 7
+    shifted = graphmed.Cohort(**{**vars(cohort), "data": {**cohort.data, "expr": expr}})
+    again = fit_data(shifted.subset(ids[tr]), _config()).preprocessor.to_dict()
+    assert again == state
+    # ... while fitting on all patients would change them.
+    leaky = fit_data(shifted, _config()).preprocessor.to_dict()
+    assert leaky != state
+
+
+def test_test_missingness_hides_only_test_fold(cohort):
+    hidden = cv_module.hide_modalities(cohort, {"expr": 0.5}, seed=1)
+    before = cohort.present_mask()["expr"].sum()
+    after = hidden.present_mask()["expr"].sum()
+    assert after == before - round(0.5 * before)
+    with pytest.raises(graphmed.ConfigError, match="Did you mean 'expr'"):
+        cv_module.hide_modalities(cohort, {"exprs": 0.5}, seed=1)
+
+
+def test_saved_model_round_trip(cohort, tmp_path):
+    model, _ = graphmed.fit_final(cohort, _config())
+    preds = model.predict(cohort)
+    model.save(tmp_path / "model")
+    loaded = graphmed.load_model(tmp_path / "model")
+    again = loaded.predict(cohort)
+    np.testing.assert_allclose(again.risk, preds.risk, rtol=1e-5, atol=1e-6)
+    with pytest.raises(graphmed.GraphMedError, match="weights.pt is missing"):
+        (tmp_path / "model" / "weights.pt").unlink()
+        graphmed.load_model(tmp_path / "model")
+
+
+def test_survival_estimator(cohort):
+    est = graphmed.GraphMedSurvival(hidden=16, layers=1, heads=2, epochs=3)
+    est.fit(cohort)
+    risk = est.predict(cohort)
+    assert risk.shape == (cohort.n_patients,) and np.isfinite(risk).all()
+    assert 0 <= est.score(cohort) <= 1
+    curves = est.predict_survival_function(cohort.subset(cohort.patient_ids[:3]))
+    assert len(curves) == 3 and all(0 <= f(f.x[0]) <= 1 for f in curves)
+    assert est.embed(cohort).shape == (cohort.n_patients, 16)
+    with pytest.raises(graphmed.GraphMedError, match="not fitted"):
+        graphmed.GraphMedSurvival().predict(cohort)
+
+
+def test_classifier_estimator():
+    cohort = graphmed.make_synthetic_cohort(80, n_classes=2, bag_size=(4, 8), seed=1)
+    est = graphmed.GraphMedClassifier(label="label", hidden=16, layers=1, heads=2, epochs=3)
+    est.fit(cohort)
+    proba = est.predict_proba(cohort)
+    np.testing.assert_allclose(proba.sum(1), 1, rtol=1e-5)
+    assert set(est.predict(cohort)) <= set(est.classes_)
+    assert 0 <= est.score(cohort) <= 1
+
+
+def test_cli_train_predict_and_unknown_key(cohort, tmp_path, capsys):
+    from graphmed.cli import main
+
+    graphmed.write_cohort(cohort, tmp_path / "cohort")
+    sets = [a for s in FAST for a in ("--set", s)]
+    assert (
+        main(["train", "--cohort", str(tmp_path / "cohort"), "--out", str(tmp_path / "run"), *sets])
+        == 0
+    )
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["c_index"]["mean"] > 0
+    out = tmp_path / "pred.csv"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "run" / "model"),
+                "--cohort",
+                str(tmp_path / "cohort"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert len(pd.read_csv(out)) == cohort.n_patients
+    code = main(
+        [
+            "train",
+            "--cohort",
+            str(tmp_path / "cohort"),
+            "--out",
+            str(tmp_path / "x"),
+            "--set",
+            "model.hiden=3",
+        ]
+    )
+    assert code == 2
+    assert "Did you mean 'model.hidden'" in capsys.readouterr().err
