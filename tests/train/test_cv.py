@@ -201,3 +201,48 @@ def test_cli_train_predict_and_unknown_key(cohort, tmp_path, capsys):
     )
     assert code == 2
     assert "Did you mean 'model.hidden'" in capsys.readouterr().err
+
+
+def test_cli_benchmark_evaluate_and_validate(cohort, tmp_path, capsys):
+    from graphmed.cli import main
+
+    graphmed.write_cohort(cohort, tmp_path / "cohort")
+    sets = [a for s in FAST for a in ("--set", s)]
+    run = tmp_path / "bench"
+    code = main(
+        [
+            "benchmark",
+            "--cohort",
+            str(tmp_path / "cohort"),
+            "--methods",
+            "coxnet,mlp_zero",
+            "--out",
+            str(run),
+            *sets,
+        ]
+    )
+    assert code == 0
+    table = pd.read_csv(run / "benchmark.csv")
+    assert set(table["method"]) == {"coxnet", "mlp_zero"}
+    assert "| coxnet |" in capsys.readouterr().out
+    assert main(["cohort", "validate", str(tmp_path / "cohort"), "--graphs"]) == 0
+    summary = capsys.readouterr().out
+    assert '"patients": 90' in summary and "edges_per_patient" in summary
+    model, _ = graphmed.fit_final(cohort, _config())
+    model.save(tmp_path / "model")
+    out = tmp_path / "eval.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "model"),
+                "--cohort",
+                str(tmp_path / "cohort"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert 0 <= json.loads(out.read_text())["metrics"]["c_index"] <= 1
