@@ -137,10 +137,14 @@ def bench(
     head = torch.nn.Linear(d, 1).to(device)
     opt = torch.optim.AdamW(list(net.parameters()) + list(head.parameters()), lr=1e-4)
     b = gdev.batch(idx)
+    forward = net
+    if compile_mode:
+        row["compile"] = compile_mode
+        forward = torch.compile(net, mode=compile_mode)
 
     def step_dense():
         net.train()
-        risk = head(net(b).embedding).squeeze(-1)
+        risk = head(forward(b).embedding).squeeze(-1)
         loss = cox_ph_loss(risk, b.time, b.event)
         opt.zero_grad()
         loss.backward()
@@ -163,7 +167,7 @@ def bench(
         measure(step_dense, "graphmed")
         net.eval()
         with torch.no_grad():
-            sec = _time_steps(lambda: net(b), steps, device)
+            sec = _time_steps(lambda: forward(b), steps, device)
         row["graphmed_infer_patients_per_s"] = round(batch / sec, 1)
     if "hgt" in methods:
         from torch_geometric.data import Batch
@@ -227,6 +231,7 @@ def main(argv=None):
     p.add_argument("--methods", default="graphmed,hgt,loop")
     p.add_argument("--sweep", default="", help="comma list of: " + ", ".join(SWEEPS))
     p.add_argument("--json", default=None, help="write all rows to this JSON file")
+    p.add_argument("--compile", default=None, help="torch.compile mode for graphmed, e.g. reduce-overhead")
     args = p.parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
     env = {
