@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sksurv.metrics import concordance_index_censored
 
 from .data.cohort import Cohort
 from .errors import GraphMedError
@@ -129,6 +128,8 @@ class GraphMedSurvival(_Base):
 
     def score(self, X, y=None) -> float:
         """Harrell's C-index on ``X``."""
+        from sksurv.metrics import concordance_index_censored
+
         cohort = as_cohort(X, y)
         risk = self.model_.predict(cohort, device="cpu").risk
         return float(concordance_index_censored(cohort.event.astype(bool), cohort.time, risk)[0])

@@ -114,6 +114,7 @@ def bench(
     device="cpu",
     methods=("graphmed", "hgt"),
     seed=0,
+    compile_mode=None,
 ):
     device = torch.device(device)
     torch.manual_seed(seed)
@@ -231,7 +232,9 @@ def main(argv=None):
     p.add_argument("--methods", default="graphmed,hgt,loop")
     p.add_argument("--sweep", default="", help="comma list of: " + ", ".join(SWEEPS))
     p.add_argument("--json", default=None, help="write all rows to this JSON file")
-    p.add_argument("--compile", default=None, help="torch.compile mode for graphmed, e.g. reduce-overhead")
+    p.add_argument(
+        "--compile", default=None, help="torch.compile mode for graphmed, e.g. reduce-overhead"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(torch.get_num_threads())
     env = {
@@ -250,6 +253,7 @@ def main(argv=None):
         steps=args.steps,
         device=args.device,
         methods=tuple(args.methods.split(",")),
+        compile_mode=args.compile,
     )
     rows = [{"sweep": "reference", **bench(n_patients=args.batch, **base)}]
     print(to_markdown(rows), flush=True)

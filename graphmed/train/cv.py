@@ -24,7 +24,6 @@ from .._atomic import atomic_path, write_json
 from ..data.cohort import Cohort
 from ..errors import ConfigError, did_you_mean
 from ..graph.relations import RelationGraph
-from ..metrics import classification_metrics, summarise, survival_metrics
 from .builder import build_model, fit_data, stratify_key
 from .config import ExperimentConfig, experiment_to_dict
 from .trainer import Predictions, Trainer
@@ -147,6 +146,8 @@ def cross_validate(
 
 def run_fold(cohort, config, tr, te, repeat, fold, fold_dir, resume, include_graphmed=True):
     """Train and test one fold; return its result dict and prediction frame."""
+    from ..metrics import survival_metrics
+
     ev, label = config.eval, config.task.label
     train_c = cohort.subset(np.asarray(cohort.patient_ids)[tr])
     test_c = cohort.subset(np.asarray(cohort.patient_ids)[te])
@@ -208,6 +209,9 @@ def run_fold(cohort, config, tr, te, repeat, fold, fold_dir, resume, include_gra
 
 
 def _metrics(train_c: Cohort, test_c: Cohort, preds: Predictions, config) -> dict[str, float]:
+    # scikit-survival is imported when metrics are computed, not when graphmed is.
+    from ..metrics import classification_metrics, survival_metrics
+
     out: dict[str, float] = {}
     if preds.risk is not None:
         out.update(
@@ -262,6 +266,8 @@ def predictions_frame(cohort, preds, relations: RelationGraph, model, repeat, fo
 
 def aggregate(fold_results: list[dict], cohort: Cohort, config: ExperimentConfig) -> dict[str, Any]:
     """Mean, sd and bootstrap CI of every metric of every method over folds."""
+    from ..metrics import summarise
+
     methods: dict[str, dict[str, Any]] = {}
     names = list(dict.fromkeys(k for r in fold_results for k in r["methods"]))
     for name in names:

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sksurv.metrics import concordance_index_censored
 
 from .._atomic import atomic_path
 from ..errors import GraphMedError
@@ -171,6 +170,8 @@ class Trainer:
     @torch.no_grad()
     def validation_score(self, model: GraphMedModel, val: PatientGraphs) -> float:
         """Harrell's C-index of the survival head (or minus the loss without one)."""
+        from sksurv.metrics import concordance_index_censored
+
         model.eval()
         preds = self.predict(model, val)
         if preds.risk is None or val.event.sum() == 0:
