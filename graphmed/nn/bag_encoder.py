@@ -18,7 +18,7 @@ class BagEncoder(nn.Module):
         in_dim: Instance width f.
         d: Output width.
         tokens: If set, pool the instances to this many nodes.
-        dropout: Dropout rate.
+        dropout: Unused; kept so every encoder takes the same arguments.
 
     Shapes: ``x (B, N, f), mask (B, N)`` -> ``(B, N or tokens, d), mask``.
     """
@@ -28,7 +28,6 @@ class BagEncoder(nn.Module):
         # Dropout acts on the whole bag downstream; a mask per instance feature
         # here would cost more than the projection on the CPU.
         self.project = nn.Sequential(nn.Linear(in_dim, d), nn.GELU(), nn.Linear(d, d))
-        self.dropout = dropout
         self.tokens = tokens
         self.pool = GatedAttentionPool(d, tokens) if tokens else None
 

@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .gated_attention import masked_softmax  # noqa: F401  (re-exported for callers)
-
 
 class PromptCompletion(nn.Module):
     """Patient-specific prompt nodes for missing modalities.
