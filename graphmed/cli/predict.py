@@ -13,17 +13,19 @@ from ._common import read_cohort_arg
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="risk scores (and class probabilities) of a saved model")
-    p.add_argument("--model", type=Path, required=True, help="model folder (RUN/model)")
-    p.add_argument("--cohort", type=Path, required=True, help="cohort folder")
+    _model_args(p, cohort_help="cohort folder")
     p.add_argument("--out", type=Path, required=True, help="CSV file to write")
-    p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_predict)
     e = sub.add_parser("evaluate", help="metrics of a saved model on a (new) cohort")
-    e.add_argument("--model", type=Path, required=True, help="model folder (RUN/model)")
-    e.add_argument("--cohort", type=Path, required=True, help="cohort folder with endpoints")
+    _model_args(e, cohort_help="cohort folder with endpoints")
     e.add_argument("--out", type=Path, default=None, help="JSON file to write")
-    e.add_argument("--device", default="cpu")
     e.set_defaults(func=run_evaluate)
+
+
+def _model_args(parser: argparse.ArgumentParser, cohort_help: str) -> None:
+    parser.add_argument("--model", type=Path, required=True, help="model folder (RUN/model)")
+    parser.add_argument("--cohort", type=Path, required=True, help=cohort_help)
+    parser.add_argument("--device", default="cpu")
 
 
 def _predict(args):
