@@ -4,7 +4,10 @@ For each meta-path ``m0 -r1-> m1 -r2-> ... mk`` the nodes of ``m1`` attend to
 those of ``m0`` through relation ``r1``, the result is added to ``m1``'s nodes,
 and so on along the path: the relations compose. The last hop attends from
 the patient's pooled ``mk`` (the masked mean of its nodes), since only that
-vector leaves the path; this keeps the last hop linear in the node count.
+vector leaves the path; with a single query the key and value projections
+move onto the query side (``q . (W_k s + b_k) = (q W_k) . s + const`` and
+``sum_n a_n (W_v s_n + b_v) = W_v (sum_n a_n s_n) + b_v``), so the last hop
+costs O(N d) instead of O(N d^2).
 A semantic attention weighs the paths per patient; those weights are kept
 for export.
 """
@@ -84,8 +87,8 @@ class MetaPathAggregation(nn.Module):
                 cur, cur_mask = hops[key]
             last = path[-1]
             dst = last[2]
-            q = self.q[self._tkey(dst)](pooled[dst])[:, None]
-            msg = self._attend(q, last, cur, cur_mask)[:, 0]
+            q = self.q[self._tkey(dst)](pooled[dst])
+            msg = self._attend_pooled(q, last, cur, cur_mask)
             per_path.append(self.norm[self._tkey(dst)](pooled[dst] + msg))
         z = torch.stack(per_path, 1)  # (B, P, d)
         beta = torch.softmax(self.semantic(z).squeeze(-1), dim=1)
@@ -95,6 +98,17 @@ class MetaPathAggregation(nn.Module):
         k, v = self.k[self._key(step)](src), self.v[self._key(step)](src)
         att = masked_softmax(q @ k.transpose(1, 2) * self.scale, src_mask[:, None, :], -1)
         return att @ v
+
+    def _attend_pooled(self, q, step, src, src_mask):
+        """:meth:`_attend` for one query per patient ``(B, d)``, projections moved onto it."""
+        lin_k, lin_v = self.k[self._key(step)], self.v[self._key(step)]
+        # q . k_n = q . (W_k s_n + b_k) = (q W_k) . s_n + q . b_k; the last term is the
+        # same for every n and cancels in the softmax.
+        scores = torch.einsum("bd,bnd->bn", q @ lin_k.weight, src) * self.scale
+        att = masked_softmax(scores, src_mask, -1)
+        # The weights sum to one (zero when every source is masked, like _attend).
+        mixed = torch.einsum("bn,bnd->bd", att, src)
+        return nn.functional.linear(mixed, lin_v.weight) + lin_v.bias * att.sum(-1, keepdim=True)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

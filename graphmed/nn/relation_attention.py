@@ -109,31 +109,32 @@ class RelationAttention(nn.Module):
         out = {}
         for t in self.node_types:
             q = self._split(self.q[self._nkey(t)](normed[t]))
-            scores, values, masks = [], [], []
+            # Every relation into t becomes one block of a single attention: its
+            # keys carry W_att, the relation embedding and the prior (and 1/sqrt(dh)),
+            # its values W_msg; the cosine edge weight, the prompt-edge bias and the
+            # mask form an additive score bias. One softmax runs across all blocks.
+            ks, vs, units, masks, prompts, pbias = [], [], [], [], [], []
             for s, r, dst in self.edge_types:
                 if dst != t:
                     continue
                 rk = self._rkey((s, r, dst))
-                k = (
-                    torch.einsum("bhnd,hde->bhne", keys[s], self.w_att[rk])
-                    * self.rel_emb[rk][:, None]
-                )
-                score = (
-                    q @ k.transpose(-1, -2) * (self.prior[rk][:, None, None] / math.sqrt(self.dh))
-                )
-                cos = unit[t] @ unit[s].transpose(-1, -2)
-                touches = prompt[t][:, :, None] | prompt[s][:, None, :]
-                score = score + (self.cos_scale[rk] * cos + self.prompt_bias[rk] * touches)[:, None]
-                scores.append(score)
-                values.append(torch.einsum("bhnd,hde->bhne", vals[s], self.w_msg[rk]))
+                scale = self.rel_emb[rk] * (self.prior[rk][:, None] / math.sqrt(self.dh))
+                ks.append(torch.einsum("bhnd,hde->bhne", keys[s], self.w_att[rk] * scale[:, None]))
+                vs.append(torch.einsum("bhnd,hde->bhne", vals[s], self.w_msg[rk]))
+                units.append(unit[s] * self.cos_scale[rk])
                 masks.append(mask[s])
-            score = torch.cat(scores, -1)
-            src_mask = torch.cat(masks, -1)[:, None, None, :]
-            score = score.masked_fill(~src_mask, torch.finfo(score.dtype).min)
+                prompts.append(prompt[s])
+                pbias.append(self.prompt_bias[rk].expand(mask[s].shape[1]))
+            bias = unit[t] @ torch.cat(units, 1).transpose(1, 2)  # (B, N_t, sum N_s)
+            touches = prompt[t][:, :, None] | torch.cat(prompts, 1)[:, None, :]
+            bias = bias + touches * torch.cat(pbias)
+            bias = bias.masked_fill(~torch.cat(masks, 1)[:, None, :], torch.finfo(bias.dtype).min)
             # No dropout on the attention weights: masks as large as the score tensor
             # cost more than the attention itself on the CPU; dropout acts on outputs.
-            att = torch.softmax(score, -1)
-            msg = (att @ torch.cat(values, 2)).transpose(1, 2).reshape(h[t].shape)
+            msg = F.scaled_dot_product_attention(
+                q, torch.cat(ks, 2), torch.cat(vs, 2), attn_mask=bias[:, None], scale=1.0
+            )
+            msg = msg.transpose(1, 2).reshape(h[t].shape)
             x = h[t] + self.dropout(self.o[self._nkey(t)](msg))
             x = x + self.ffn[self._nkey(t)](x)  # one dropout per layer: CPU masks are costly
             out[t] = x * mask[t][..., None]

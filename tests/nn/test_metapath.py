@@ -84,3 +84,17 @@ def test_homogeneous_shares_step_parameters():
 def test_no_paths_raises():
     with pytest.raises(ValueError, match="at least one meta-path"):
         MetaPathAggregation([], TYPES, D)
+
+
+def test_pooled_last_hop_equals_projecting_every_source_node():
+    # The last hop moves the key/value projections onto the single pooled query;
+    # it must give what projecting every source node (``_attend``) gives,
+    # including a patient whose source type has no node (patient 1, type a).
+    agg = MetaPathAggregation(PATHS, TYPES, D).eval()
+    h, mask = _graph()
+    q = torch.randn(4, D)
+    for step, src in ((("b", "rev_r", "a"), "b"), (("a", "r", "b"), "a")):
+        fast = agg._attend_pooled(q, step, h[src], mask[src])
+        slow = agg._attend(q[:, None], step, h[src], mask[src])[:, 0]
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    assert torch.equal(agg._attend_pooled(q, ("a", "r", "b"), h["a"], mask["a"])[1], torch.zeros(D))
