@@ -37,6 +37,7 @@ def main(argv=None):
     p.add_argument("--rates", default="0,0.3,0.6")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--methods", default="prompt,zero,mlp", help="comma list of: prompt, zero, mlp")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     from sklearn.model_selection import train_test_split
@@ -53,9 +54,14 @@ def main(argv=None):
         "train.progress=false",
         *args.overrides,
     ]
+    methods = args.methods.split(",")
     variants = {
-        "graphmed (prompt completion)": [],
-        "graphmed (zero-fill)": ["model.completion=zero"],
+        name: extra
+        for key, name, extra in (
+            ("prompt", "graphmed (prompt completion)", []),
+            ("zero", "graphmed (zero-fill)", ["model.completion=zero"]),
+        )
+        if key in methods
     }
     rates = [float(r) for r in args.rates.split(",")]
     scores = {}
@@ -82,8 +88,8 @@ def main(argv=None):
                 scores.setdefault(name, {}).setdefault(r, []).append(
                     harrell_c(tc.time, tc.event, risk)
                 )
-        mlp = make_baseline("mlp_zero", seed=args.seed).fit(train_c)
-        for r, tc in tests.items():
+        mlp = make_baseline("mlp_zero", seed=args.seed).fit(train_c) if "mlp" in methods else None
+        for r, tc in tests.items() if mlp is not None else ():
             scores.setdefault("early-fusion MLP (zero-fill)", {}).setdefault(r, []).append(
                 harrell_c(tc.time, tc.event, mlp.predict_risk(tc))
             )

@@ -9,8 +9,9 @@ modality), one training step (forward + backward + optimiser step) of:
   projections and mean readout per type;
 * ``loop``: :class:`GraphMedNet` called once per patient in a Python loop.
 
-All three use the same objective (a linear risk head with the Cox loss), so
-the comparison is of the graph computation. Graph collation for PyG is timed
+All three use the same objective (a linear risk head with the Cox loss) and
+the same optimiser (AdamW, fused where torch has the kernel), so the
+comparison is of the graph computation. Graph collation for PyG is timed
 separately (``collate_ms``) and not counted in the step.
 
 Usage::
@@ -44,6 +45,7 @@ from graphmed.graph.build import build_graphs  # noqa: E402
 from graphmed.graph.relations import RelationGraph  # noqa: E402
 from graphmed.losses import cox_ph_loss  # noqa: E402
 from graphmed.nn.graphmed_net import GraphMedNet  # noqa: E402
+from graphmed.train.trainer import make_adamw  # noqa: E402
 
 
 def _maxrss_mb() -> float:
@@ -92,14 +94,27 @@ def _sync(device):
 
 
 def _time_steps(step, steps, device):
+    """Fastest of ``steps`` timed calls after two warm-up calls, in seconds.
+
+    The fastest call is the figure least disturbed by other work on the
+    machine (the project's CPU is shared); on a GPU each call is synchronised.
+    Also returns the process CPU time of that call (all threads), which other
+    processes on the machine barely change.
+    """
     step()  # warm-up
     step()
-    _sync(device)
-    t0 = time.perf_counter()
+    times = []
     for _ in range(steps):
+        _sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
-    _sync(device)
-    return (time.perf_counter() - t0) / steps
+        _sync(device)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
+    return min(times)
+
+
+HGT_MAX_EDGES = 4_000_000
+"""Above this many edges per batch PyG's HGTConv is not run (memory: about 5 KB per edge)."""
 
 
 def bench(
@@ -115,7 +130,9 @@ def bench(
     methods=("graphmed", "hgt"),
     seed=0,
     compile_mode=None,
+    bag_tokens=None,
 ):
+    """One row: step time, throughput and peak memory of each method on one batch."""
     device = torch.device(device)
     torch.manual_seed(seed)
     cohort, graphs, rel = make_graphs(max(n_patients, batch), n_modalities, bag, seed)
@@ -125,18 +142,14 @@ def bench(
         "patients": len(graphs),
         "batch": batch,
         "bag": bag,
+        "bag_tokens": bag_tokens,
         "modalities": n_modalities,
+        "nodes": sum(lay.n_nodes for lay in graphs.layouts.values()),
         "d": d,
         "layers": layers,
         "device": str(device),
     }
-    metapaths = rel.enumerate_metapaths(2, 1)
-    net = GraphMedNet(
-        graphs.layouts, rel.edge_types, metapaths, d=d, heads=heads, layers=layers
-    ).to(device)
-    net.fit_priors(graphs)
-    head = torch.nn.Linear(d, 1).to(device)
-    opt = torch.optim.AdamW(list(net.parameters()) + list(head.parameters()), lr=1e-4)
+    net, head, opt = _graphmed(graphs, rel, d, heads, layers, bag_tokens, device)
     b = gdev.batch(idx)
     forward = net
     if compile_mode:
@@ -144,20 +157,16 @@ def bench(
         forward = torch.compile(net, mode=compile_mode)
 
     def step_dense():
-        net.train()
-        risk = head(forward(b).embedding).squeeze(-1)
-        loss = cox_ph_loss(risk, b.time, b.event)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        _train_step(forward, head, opt, b)
 
     def measure(fn, key):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         rss0 = _maxrss_mb()
-        sec = _time_steps(fn, steps, device)
+        sec, cpu = _time_steps(fn, steps, device)
         row[f"{key}_ms"] = round(sec * 1000, 2)
+        row[f"{key}_cpu_ms"] = round(cpu * 1000, 2)
         row[f"{key}_patients_per_s"] = round(batch / sec, 1)
         if device.type == "cuda":
             row[f"{key}_peak_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
@@ -168,28 +177,17 @@ def bench(
         measure(step_dense, "graphmed")
         net.eval()
         with torch.no_grad():
-            sec = _time_steps(lambda: forward(b), steps, device)
+            sec, _ = _time_steps(lambda: forward(b), steps, device)
         row["graphmed_infer_patients_per_s"] = round(batch / sec, 1)
     if "hgt" in methods:
-        from torch_geometric.data import Batch
-
-        data_list = [graphs.to_heterodata(i, rel) for i in range(batch)]
-        t0 = time.perf_counter()
-        hb = Batch.from_data_list(data_list)
-        row["collate_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        row["hgt_edges"] = int(sum(hb[k].edge_index.shape[1] for k in hb.edge_types))
-        hb = hb.to(device)
-        hgt = HGTStack(graphs.layouts, hb.metadata(), d, heads, layers).to(device)
-        opt_h = torch.optim.AdamW(hgt.parameters(), lr=1e-4)
-
-        def step_hgt():
-            loss = cox_ph_loss(hgt(hb), hb.time, hb.event)
-            opt_h.zero_grad()
-            loss.backward()
-            opt_h.step()
-
-        measure(step_hgt, "hgt")
-        row["speedup_vs_hgt"] = round(row["hgt_ms"] / row["graphmed_ms"], 1)
+        edges = _hgt_edges(graphs, rel, batch)
+        row["hgt_edges"] = edges
+        if edges > HGT_MAX_EDGES:
+            row["hgt_ms"] = f"not run ({edges:,} edges)"
+        else:
+            _bench_hgt(graphs, rel, batch, d, heads, layers, device, measure, row)
+            row["speedup_vs_hgt"] = round(row["hgt_ms"] / row["graphmed_ms"], 1)
+            row["cpu_time_ratio_vs_hgt"] = round(row["hgt_cpu_ms"] / row["graphmed_cpu_ms"], 1)
     if "loop" in methods:
         singles = [gdev.batch(idx[i : i + 1]) for i in range(batch)]
 
@@ -204,6 +202,120 @@ def bench(
         measure(step_loop, "loop")
         row["speedup_vs_loop"] = round(row["loop_ms"] / row["graphmed_ms"], 1)
     return row
+
+
+def _graphmed(graphs, rel, d, heads, layers, bag_tokens, device):
+    net = GraphMedNet(
+        graphs.layouts,
+        rel.edge_types,
+        rel.enumerate_metapaths(2, 1),
+        d=d,
+        heads=heads,
+        layers=layers,
+        bag_tokens=bag_tokens,
+    ).to(device)
+    net.fit_priors(graphs)
+    head = torch.nn.Linear(d, 1).to(device)
+    opt = make_adamw(list(net.parameters()) + list(head.parameters()), lr=1e-4)
+    return net, head, opt
+
+
+def _train_step(forward, head, opt, b):
+    forward.train()
+    risk = head(forward(b).embedding).squeeze(-1)
+    loss = cox_ph_loss(risk, b.time, b.event)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def _hgt_edges(graphs, rel, batch):
+    """Edges of the batched HeteroData, counted from the node counts (no collation)."""
+    pairs = [(m, m) for m in graphs.layouts] + [(s, t) for s, _, t in rel.edge_types]
+    counts = {m: graphs.node_mask[m][:batch].sum(1) for m in graphs.layouts}
+    # Intra-modal edges join every pair of distinct nodes (no self-loops).
+    return int(sum((counts[s] * (counts[t] - int(s == t))).sum() for s, t in pairs))
+
+
+def _bench_hgt(graphs, rel, batch, d, heads, layers, device, measure, row):
+    from torch_geometric.data import Batch
+
+    data_list = [graphs.to_heterodata(i, rel) for i in range(batch)]
+    t0 = time.perf_counter()
+    hb = Batch.from_data_list(data_list)
+    row["collate_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    row["hgt_edges"] = int(sum(hb[k].edge_index.shape[1] for k in hb.edge_types))
+    hb = hb.to(device)
+    hgt = HGTStack(graphs.layouts, hb.metadata(), d, heads, layers).to(device)
+    opt_h = make_adamw(list(hgt.parameters()), lr=1e-4)
+
+    def step_hgt():
+        loss = cox_ph_loss(hgt(hb), hb.time, hb.event)
+        opt_h.zero_grad()
+        loss.backward()
+        opt_h.step()
+
+    measure(step_hgt, "hgt")
+
+
+def bench_epoch(
+    n_patients,
+    batch=256,
+    bag=64,
+    d=128,
+    heads=4,
+    layers=2,
+    device="cpu",
+    bag_tokens=None,
+    max_batches=20,
+    seed=0,
+    **_,
+):
+    """Throughput over a cohort of ``n_patients``: graph building, training, inference.
+
+    Training and inference run on random batches drawn from the whole cohort
+    (at most ``max_batches`` of each, so 100k patients fit in a benchmark run);
+    the patients/s figure is the batch size over the mean time of one batch.
+    """
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    cohort, graphs, rel = make_graphs(n_patients, 3, bag, seed)
+    build_s = time.perf_counter() - t0
+    gdev = graphs.to(device)
+    net, head, opt = _graphmed(graphs, rel, d, heads, layers, bag_tokens, device)
+    order = torch.randperm(n_patients, device=device)
+    batches = [order[i : i + batch] for i in range(0, n_patients, batch)][:max_batches]
+    _train_step(net, head, opt, gdev.batch(batches[0]))  # warm-up
+    rss0 = _maxrss_mb()
+    _sync(device)
+    t0 = time.perf_counter()
+    for idx in batches:
+        _train_step(net, head, opt, gdev.batch(idx))
+    _sync(device)
+    train_s = (time.perf_counter() - t0) / len(batches)
+    net.eval()
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for idx in batches:
+            net(gdev.batch(idx))
+    _sync(device)
+    infer_s = (time.perf_counter() - t0) / len(batches)
+    return {
+        "patients": n_patients,
+        "batch": batch,
+        "bag": bag,
+        "bag_tokens": bag_tokens,
+        "device": str(device),
+        "build_s": round(build_s, 2),
+        "build_patients_per_s": round(n_patients / build_s),
+        "batches_timed": len(batches),
+        "train_patients_per_s": round(batch / train_s, 1),
+        "infer_patients_per_s": round(batch / infer_s, 1),
+        "peak_rss_mb": round(_maxrss_mb()),
+        "rss_growth_in_steps_mb": round(_maxrss_mb() - rss0, 1),
+    }
 
 
 SWEEPS = {
@@ -221,22 +333,37 @@ def to_markdown(rows):
     return "\n".join(lines)
 
 
+def _sweep_kwargs(name, value, base):
+    kw = dict(base)
+    if name in ("bag", "modalities"):
+        kw["methods"] = tuple(m for m in kw["methods"] if m != "loop")
+    if name == "bag" and value > 64 and not kw.get("bag_tokens"):
+        # Without pooling the bag's dense attention is quadratic in its size.
+        kw["bag_tokens"] = 16
+    key = SWEEPS[name][0]
+    kw[key] = value
+    if key == "batch":
+        kw["n_patients"] = value
+    return kw
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--bag", type=int, default=64)
+    p.add_argument("--bag-tokens", type=int, default=None, help="pool each bag to this many nodes")
     p.add_argument("--d", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--methods", default="graphmed,hgt,loop")
     p.add_argument("--sweep", default="", help="comma list of: " + ", ".join(SWEEPS))
+    p.add_argument("--max-batches", type=int, default=20, help="batches timed per patients row")
     p.add_argument("--json", default=None, help="write all rows to this JSON file")
     p.add_argument(
         "--compile", default=None, help="torch.compile mode for graphmed, e.g. reduce-overhead"
     )
     args = p.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
     env = {
         "device": args.device,
         "torch": torch.__version__,
@@ -254,23 +381,21 @@ def main(argv=None):
         device=args.device,
         methods=tuple(args.methods.split(",")),
         compile_mode=args.compile,
+        bag_tokens=args.bag_tokens,
     )
     rows = [{"sweep": "reference", **bench(n_patients=args.batch, **base)}]
     print(to_markdown(rows), flush=True)
     for name in filter(None, args.sweep.split(",")):
-        key, values = SWEEPS[name]
-        for v in values:
-            kw = dict(base, methods=("graphmed",) if name in ("patients",) else base["methods"])
-            if name in ("bag", "modalities") and "loop" in kw["methods"]:
-                kw["methods"] = tuple(m for m in kw["methods"] if m != "loop")
-            kw[key] = v
-            if key == "batch":
-                kw["n_patients"] = v
-            if key == "n_patients":
-                kw.setdefault("n_patients", v)
-            row = {"sweep": name, **bench(**kw)}
-            rows.append(row)
-            print(to_markdown([row]).split("\n")[-1], flush=True)
+        if name not in SWEEPS:
+            p.error(f"unknown sweep '{name}'; choose from {', '.join(SWEEPS)}")
+        for v in SWEEPS[name][1]:
+            kw = _sweep_kwargs(name, v, base)
+            if name == "patients":
+                row = bench_epoch(max_batches=args.max_batches, **kw)
+            else:
+                row = bench(**kw)
+            rows.append({"sweep": name, **row})
+            print(to_markdown([rows[-1]]), flush=True)
     if args.json:
         from graphmed._atomic import write_json
 
