@@ -17,11 +17,13 @@ from .data.recipes import list_recipes, load_recipe, materialize
 from .data.synthetic import make_synthetic_cohort
 from .errors import CohortError, ConfigError, GraphMedError, MetaPathError
 from .estimators import GraphMedClassifier, GraphMedSurvival
+from .export import embed_frame, export_embeddings, read_export_metadata
 from .graph.batch import GraphBatch
 from .graph.build import PatientGraphs, build_graphs
 from .graph.relations import RelationGraph
 from .nn.graphmed_net import GraphMedNet
 from .nn.model import GraphMedModel
+from .train.compat import CompatibilityReport, CompatibilityWarning, check_compatibility
 from .train.config import ExperimentConfig, load_experiment
 from .train.cv import cross_validate
 from .train.saved import TrainedModel, fit_final, load_model
@@ -29,6 +31,8 @@ from .train.saved import TrainedModel, fit_final, load_model
 __all__ = [
     "Cohort",
     "CohortError",
+    "CompatibilityReport",
+    "CompatibilityWarning",
     "CohortPreprocessor",
     "ConfigError",
     "ExperimentConfig",
@@ -45,7 +49,10 @@ __all__ = [
     "TrainedModel",
     "__version__",
     "build_graphs",
+    "check_compatibility",
     "cross_validate",
+    "embed_frame",
+    "export_embeddings",
     "fit_final",
     "list_recipes",
     "load_experiment",
@@ -54,6 +61,7 @@ __all__ = [
     "make_synthetic_cohort",
     "materialize",
     "read_cohort",
+    "read_export_metadata",
     "read_mcat",
     "write_cohort",
 ]

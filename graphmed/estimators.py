@@ -76,13 +76,15 @@ class _Base:
         self._check_fitted()
         return self.model_.predict(as_cohort(X, y), device="cpu")
 
-    def embed(self, X, y=None) -> pd.DataFrame:
-        """Patient embeddings (``emb_0..``) indexed by patient id."""
-        preds = self._predict(X, y)
-        cols = [f"emb_{j}" for j in range(preds.embedding.shape[1])]
-        return pd.DataFrame(
-            preds.embedding, index=pd.Index(preds.patient_ids, name="patient_id"), columns=cols
-        )
+    def embed(self, X, y=None, per_modality: bool = False) -> pd.DataFrame:
+        """Patient embeddings (``emb_0..``, and ``<mod>_emb_<i>`` with ``per_modality``)
+        indexed by patient id. The full export table (flags, risk, attention) is
+        ``self.model_.embed(cohort)``; both come from :func:`graphmed.export.embed_frame`."""
+        self._check_fitted()
+        frame = self.model_.embed(as_cohort(X, y), per_modality=per_modality)
+        mods = tuple(f"{m}_emb_" for m in self.model_.modalities) if per_modality else ()
+        cols = [c for c in frame.columns if c.startswith(("emb_", *mods))]
+        return frame.set_index("patient_id")[cols]
 
     def save(self, path) -> None:
         self._check_fitted()

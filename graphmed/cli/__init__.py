@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from ..errors import GraphMedError
 
 # Modules that register subcommands, in the order they appear in --help.
-_COMMAND_MODULES: tuple[str, ...] = ("train", "predict", "benchmark", "cohort", "datasets")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "train",
+    "predict",
+    "export",
+    "benchmark",
+    "cohort",
+    "datasets",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,12 @@
 """A trained model as one directory, and fitting one on a whole cohort.
 
 The directory holds ``weights.pt`` (tensors only), ``model.json`` (graphmed
-version, the resolved config, the fitted preprocessing, relations, meta-paths,
-node layouts, label classes, training cohort name) and ``config.yaml``. It
-loads on the CPU whatever device it was trained on.
+version, the resolved config and its hash, the fitted preprocessing with the
+feature names of every modality, relations, meta-paths, node layouts, label
+classes, training cohort name, modality specs and the missingness patterns
+seen in training) and ``config.yaml``. It loads on the CPU whatever device it
+was trained on (``map_location``), and reads new cohorts through
+:func:`~graphmed.train.compat.check_compatibility`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,8 +32,15 @@ from ..graph.relations import RelationGraph
 from ..nn.heads import DiscreteTimeBins
 from ..nn.model import GraphMedModel
 from .builder import FittedData, build_model, fit_data, stratify_key
+from .compat import CompatibilityReport, check_compatibility, pattern_counts
 from .config import ExperimentConfig, experiment_from_dict, experiment_to_dict
 from .trainer import Predictions, Trainer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_CHUNK_SIZE = 4096
+"""Patients per chunk when embedding a cohort (bounds the memory of an export)."""
 
 
 @dataclass
@@ -46,8 +56,36 @@ class TrainedModel:
     def config(self) -> ExperimentConfig:
         return self.fitted.config
 
-    def graphs(self, cohort: Cohort) -> PatientGraphs:
-        """Graphs of ``cohort`` with the training preprocessing (never refitted)."""
+    @property
+    def modalities(self) -> list[str]:
+        """The model's modalities, in the order of its outputs."""
+        return list(self.model.net.modalities)
+
+    def check(
+        self, cohort: Cohort, *, max_missing_features: float = 0.5, warn: bool = True
+    ) -> tuple[Cohort, CompatibilityReport]:
+        """Check ``cohort`` against the model (see :func:`check_compatibility`).
+
+        Returns the cohort restricted to the model's modalities and the report;
+        raises :class:`GraphMedError` for an incompatible kind or width.
+        """
+        return check_compatibility(
+            cohort,
+            self.fitted.preprocessor,
+            training_patterns=self.info.get("training_patterns"),
+            max_missing_features=max_missing_features,
+            warn=warn,
+        )
+
+    def graphs(self, cohort: Cohort, *, check: bool = True) -> PatientGraphs:
+        """Graphs of ``cohort`` with the training preprocessing (never refitted).
+
+        Args:
+            cohort: Any cohort; checked with :meth:`check` first unless
+                ``check`` is False (when the caller already did).
+        """
+        if check:
+            cohort, _ = self.check(cohort)
         graphs = self.fitted.graphs(cohort)
         for m, lay in self.layouts.items():
             got = graphs.layouts[m]
@@ -59,8 +97,72 @@ class TrainedModel:
         return graphs
 
     def predict(self, cohort: Cohort, device: str = "cpu", batch_size: int = 1024) -> Predictions:
+        """Outputs for every patient of ``cohort`` (checked, then read in one piece)."""
+        return self.predict_graphs(self.graphs(cohort), device, batch_size)
+
+    def predict_graphs(
+        self, graphs: PatientGraphs, device: str = "cpu", batch_size: int = 1024
+    ) -> Predictions:
+        """Outputs for already built graphs (evaluation mode)."""
         trainer = Trainer(_with_device(self.config, device).train)
-        return trainer.predict(self.model, self.graphs(cohort), batch_size)
+        return trainer.predict(self.model, graphs, batch_size)
+
+    def embed(
+        self,
+        cohort: Cohort,
+        *,
+        per_modality: bool = False,
+        device: str = "cpu",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        batch_size: int = 1024,
+        max_missing_features: float = 0.5,
+    ) -> pd.DataFrame:
+        """One row per patient: ids, embeddings, flags, risk, attention.
+
+        The table :func:`graphmed.export_embeddings` writes, in memory; see
+        :func:`graphmed.export.embed_frame` for the arguments and columns.
+        """
+        from ..export import embed_frame
+
+        return embed_frame(
+            self,
+            cohort,
+            per_modality=per_modality,
+            device=device,
+            chunk_size=chunk_size,
+            batch_size=batch_size,
+            max_missing_features=max_missing_features,
+        )
+
+    def modality_specs(self) -> dict[str, dict[str, Any]]:
+        """What the model reads of each modality: kind, widths, feature names, nodes.
+
+        Taken from the fitted preprocessing and node layouts, so it exists for
+        every saved model. ``features`` are the columns the model uses, in
+        order (after any variance filter); ``width`` is their number, or the
+        instance width of a bag; ``training_width`` the raw width in the
+        training cohort when recorded.
+        """
+        recorded = self.info.get("modality_specs", {})
+        out = {}
+        for m, tr in self.fitted.preprocessor.transforms_.items():
+            lay = self.layouts[m]
+            spec: dict[str, Any] = {"kind": tr.kind}
+            if tr.kind == "bag":
+                spec["width"] = tr.width
+            else:
+                spec["width"] = len(tr.columns)
+                spec["features"] = [_plain(c) for c in tr.columns]
+                if tr.categorical:
+                    spec["categorical"] = {
+                        str(c): [_plain(v) for v in cats] for c, cats in tr.categorical.items()
+                    }
+            if m in recorded:
+                spec["training_width"] = recorded[m].get("width")
+                spec["training_present"] = recorded[m].get("present")
+            spec.update(nodes=lay.n_nodes, node_dim=lay.node_dim, options=tr.options)
+            out[m] = spec
+        return out
 
     def save(self, path: str | Path) -> Path:
         """Write the model directory (each file atomically)."""
@@ -93,8 +195,22 @@ class TrainedModel:
 
 
 def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
-    """Load a model directory written by :meth:`TrainedModel.save` (on the CPU by default)."""
+    """Load a model directory written by :meth:`TrainedModel.save`.
+
+    Args:
+        path: The model folder.
+        device: Where to put the weights: ``"cpu"`` (default; works for a model
+            trained on a GPU, since every tensor is mapped on load), ``"cuda"``,
+            ``"cuda:1"`` or ``"auto"``.
+    """
     path = Path(path)
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise GraphMedError(
+            f"'{path}' {what}; expected a model folder holding model.json and weights.pt "
+            "(graphmed train writes it to RUN/model)"
+        )
+    device = _load_device(device)
     meta_file, weights = path / "model.json", path / "weights.pt"
     for f in (meta_file, weights):
         if not f.exists():
@@ -147,19 +263,43 @@ def fit_final(
     model = build_model(fitted, train_g, cohort)
     history = Trainer(config.train, log=log).fit(model, train_g, val_g, checkpoint, resume)
     model.cpu().eval()
-    cfg_text = json.dumps(experiment_to_dict(config), sort_keys=True)
+    present = cohort.present_mask()
     info = {
         "graphmed_version": __version__,
         "training_cohort": cohort.name,
         "n_training_patients": cohort.n_patients,
-        "config_hash": hashlib.sha256(cfg_text.encode()).hexdigest()[:16],
+        "config_hash": config_hash(config),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "best_epoch": history["best_epoch"],
         "modality_specs": {
-            m: {"kind": s.kind, "width": cohort.width(m)} for m, s in cohort.modalities.items()
+            m: {"kind": s.kind, "width": cohort.width(m), "present": int(present[m].sum())}
+            for m, s in cohort.modalities.items()
         },
+        "training_patterns": pattern_counts(present),
     }
     return TrainedModel(model, fitted, train_g.layouts, info), history
+
+
+def config_hash(config: ExperimentConfig) -> str:
+    """First 16 hex digits of the SHA-256 of the resolved config (sorted-key JSON)."""
+    text = json.dumps(experiment_to_dict(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _load_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GraphMedError(
+            f"device '{device}' was asked for, but CUDA is not available here; load with "
+            "device='cpu' (the default): a model trained on a GPU loads on the CPU"
+        )
+    return dev
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _shell_graphs(layouts: dict[str, ModalityLayout]) -> PatientGraphs:
