@@ -11,7 +11,7 @@ $(BIN)/graphmed:
 	# The CPU build of torch is pinned here (a loose requirement pulls CUDA wheels);
 	# pyproject.toml itself stays permissive for users.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,survset]"
+	$(BIN)/pip install -q -e ".[dev,survset,postgres]"
 
 venv: $(BIN)/graphmed
 
