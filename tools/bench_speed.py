@@ -359,11 +359,14 @@ def main(argv=None):
     p.add_argument("--methods", default="graphmed,hgt,loop")
     p.add_argument("--sweep", default="", help="comma list of: " + ", ".join(SWEEPS))
     p.add_argument("--max-batches", type=int, default=20, help="batches timed per patients row")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     p.add_argument("--json", default=None, help="write all rows to this JSON file")
     p.add_argument(
         "--compile", default=None, help="torch.compile mode for graphmed, e.g. reduce-overhead"
     )
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     env = {
         "device": args.device,
         "torch": torch.__version__,

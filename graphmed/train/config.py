@@ -47,7 +47,9 @@ class ModelConfig:
     metapaths: Any = "auto"
     """``"auto"`` (enumerated from the relation graph), ``"random"`` or a list of specs."""
     metapath_max_length: int = 2
-    bag_tokens: int | None = None
+    bag_tokens: int | None = 16
+    """Pool each bag to this many nodes before the graph (gated attention, linear in the
+    bag size); ``None`` keeps one node per instance (attention quadratic in the bag)."""
 
 
 @dataclass
