@@ -122,22 +122,19 @@ def run(args: argparse.Namespace) -> int:
         f"{args.space or 'configs/sweeps/default.yaml'} ({len(space.params)} parameters); "
         f"{args.inner_folds}-fold inner CV on {args.metric}; pruner {args.pruner}"
     )
+    common = dict(
+        study_name=args.study,
+        storage=storage,
+        n_trials=args.n_trials,
+        metric=args.metric,
+        inner_folds=args.inner_folds,
+        pruner=args.pruner,
+        timeout=args.timeout,
+        seed=args.seed,
+    )
     try:
         if args.nested:
-            summary = nested_tune(
-                cohort,
-                config,
-                space,
-                study_name=args.study,
-                storage=storage,
-                n_trials=args.n_trials,
-                out_dir=out,
-                metric=args.metric,
-                inner_folds=args.inner_folds,
-                pruner=args.pruner,
-                timeout=args.timeout,
-                seed=args.seed,
-            )
+            summary = nested_tune(cohort, config, space, out_dir=out, **common)
             keys = tuple(dict.fromkeys((args.metric, "c_index", "uno_c", "mean_auc")))
             print(methods_table(summary, keys=keys))
             est = summary["estimate"]
@@ -147,20 +144,7 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"results in {out / 'nested.json'}")
             return 0
-        result = run_study(
-            cohort,
-            config,
-            space,
-            study_name=args.study,
-            storage=storage,
-            n_trials=args.n_trials,
-            metric=args.metric,
-            inner_folds=args.inner_folds,
-            pruner=args.pruner,
-            timeout=args.timeout,
-            seed=args.seed,
-            max_trials=args.max_trials,
-        )
+        result = run_study(cohort, config, space, max_trials=args.max_trials, **common)
     except KeyboardInterrupt:
         print("interrupted: finished trials are stored; run the same command to resume")
         if not args.nested:

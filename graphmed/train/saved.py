@@ -31,7 +31,7 @@ from ..graph.build import ModalityLayout, PatientGraphs
 from ..graph.relations import RelationGraph
 from ..nn.heads import DiscreteTimeBins
 from ..nn.model import GraphMedModel
-from .builder import FittedData, build_model, fit_data, stratify_key
+from .builder import FittedData, build_model, fit_data, resolve_device, stratify_key
 from .compat import CompatibilityReport, check_compatibility, pattern_counts
 from .config import ExperimentConfig, experiment_from_dict, experiment_to_dict
 from .trainer import Predictions, Trainer
@@ -287,15 +287,13 @@ def config_hash(config: ExperimentConfig) -> str:
 
 
 def _load_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    try:
+        return resolve_device(device)
+    except GraphMedError:
         raise GraphMedError(
             f"device '{device}' was asked for, but CUDA is not available here; load with "
             "device='cpu' (the default): a model trained on a GPU loads on the CPU"
-        )
-    return dev
+        ) from None
 
 
 def _plain(value: Any) -> Any:
