@@ -24,7 +24,8 @@ from .._atomic import atomic_path, write_json
 from ..data.cohort import Cohort
 from ..errors import ConfigError, did_you_mean
 from ..graph.relations import RelationGraph
-from .builder import build_model, fit_data, stratify_key
+from ..nn.model import GraphMedModel
+from .builder import FittedData, build_model, fit_data, stratify_key
 from .config import ExperimentConfig, experiment_to_dict
 from .trainer import Predictions, Trainer
 
@@ -153,27 +154,16 @@ def run_fold(cohort, config, tr, te, repeat, fold, fold_dir, resume, include_gra
     test_c = cohort.subset(np.asarray(cohort.patient_ids)[te])
     if ev.test_missing:
         test_c = hide_modalities(test_c, ev.test_missing, seed=ev.seed * 1009 + repeat * 101 + fold)
-    inner_key = stratify_key(train_c, label)
-    fit_ids, val_ids = train_test_split(
-        np.asarray(train_c.patient_ids),
-        test_size=config.train.val_fraction,
-        stratify=inner_key,
-        random_state=config.train.seed + 7919 * repeat + fold,
-    )
+    fit_ids, val_ids = validation_split(train_c, config, repeat, fold)
     methods: dict[str, dict[str, float]] = {}
     history = {"best_epoch": None, "epochs_run": 0, "best_score": None}
     if include_graphmed:
-        fitted = fit_data(train_c, config)  # the whole training fold; never the test fold
-        train_g = fitted.graphs(train_c.subset(fit_ids))
-        val_g = fitted.graphs(train_c.subset(val_ids))
-        test_g = fitted.graphs(test_c)
-        model = build_model(fitted, train_g, train_c)
-        trainer = Trainer(config.train)
         ckpt = fold_dir / "checkpoint.pt" if fold_dir is not None else None
-        history = trainer.fit(model, train_g, val_g, checkpoint=ckpt, resume=resume)
-        preds = trainer.predict(model, test_g)
+        fm = fit_fold_model(train_c, config, repeat, fold, checkpoint=ckpt, resume=resume)
+        history, model = fm.history, fm.model
+        preds = fm.predict(test_c)
         methods["graphmed"] = _metrics(train_c, test_c, preds, config)
-        frame = predictions_frame(test_c, preds, fitted.relations, model, repeat, fold, label)
+        frame = predictions_frame(test_c, preds, fm.fitted.relations, model, repeat, fold, label)
     else:
         frame = pd.DataFrame(
             {
@@ -206,6 +196,69 @@ def run_fold(cohort, config, tr, te, repeat, fold, fold_dir, resume, include_gra
         "methods": methods,
     }
     return result, frame
+
+
+@dataclass
+class FoldModel:
+    """A graphmed model trained on one training fold; it predicts any cohort.
+
+    Attributes:
+        fitted: Preprocessing and relations fitted on the training fold.
+        model: The trained model (best validation weights).
+        trainer: The :class:`Trainer` that fitted it (and predicts with it).
+        history: What :meth:`Trainer.fit` returned.
+        fit_ids, val_ids: The training fold's fitting and validation patients.
+    """
+
+    fitted: FittedData
+    model: GraphMedModel
+    trainer: Trainer
+    history: dict[str, Any]
+    fit_ids: np.ndarray
+    val_ids: np.ndarray
+
+    def predict(self, cohort: Cohort) -> Predictions:
+        """Predictions for ``cohort`` (e.g. a test fold, or several masked copies of it)."""
+        return self.trainer.predict(self.model, self.fitted.graphs(cohort))
+
+
+def validation_split(
+    train_c: Cohort, config: ExperimentConfig, repeat: int = 0, fold: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Patient ids ``(fit, val)``: the seeded early-stopping split of a training fold."""
+    return train_test_split(
+        np.asarray(train_c.patient_ids),
+        test_size=config.train.val_fraction,
+        stratify=stratify_key(train_c, config.task.label),
+        random_state=config.train.seed + 7919 * repeat + fold,
+    )
+
+
+def fit_fold_model(
+    train_c: Cohort,
+    config: ExperimentConfig,
+    repeat: int = 0,
+    fold: int = 0,
+    *,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    log=None,
+) -> FoldModel:
+    """Train graphmed on a training fold, as :func:`cross_validate` does for each fold.
+
+    Everything is fitted on ``train_c`` only; early stopping watches the
+    validation part of :func:`validation_split`. The returned model can then
+    be evaluated on any number of test cohorts (e.g. one test fold with
+    modalities hidden at several rates) without retraining.
+    """
+    fit_ids, val_ids = validation_split(train_c, config, repeat, fold)
+    fitted = fit_data(train_c, config)  # the whole training fold; never the test fold
+    train_g = fitted.graphs(train_c.subset(fit_ids))
+    val_g = fitted.graphs(train_c.subset(val_ids))
+    model = build_model(fitted, train_g, train_c)
+    trainer = Trainer(config.train, log=log)
+    history = trainer.fit(model, train_g, val_g, checkpoint=checkpoint, resume=resume)
+    return FoldModel(fitted, model, trainer, history, fit_ids, val_ids)
 
 
 def _metrics(train_c: Cohort, test_c: Cohort, preds: Predictions, config) -> dict[str, float]:
@@ -306,4 +359,12 @@ class _Logger:
                 fh.write(line + "\n")
 
 
-__all__ = ["CVResult", "cross_validate", "hide_modalities", "make_folds"]
+__all__ = [
+    "CVResult",
+    "FoldModel",
+    "cross_validate",
+    "fit_fold_model",
+    "hide_modalities",
+    "make_folds",
+    "validation_split",
+]

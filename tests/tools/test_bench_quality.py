@@ -1,0 +1,65 @@
+"""Smoke test of tools/bench_quality.py: a tiny run, its outputs, and resume."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "tools/bench_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _c_indices(summary: dict) -> list[float]:
+    return [
+        stat["mean"]
+        for methods in summary["cohorts"].values()
+        for per in methods.values()
+        for stat in per.values()
+    ]
+
+
+@pytest.mark.slow
+def test_quick_run_writes_table_figure_and_resumes(bench, tmp_path):
+    argv = ["--quick", "--methods", "graphmed,coxnet", "--out", str(tmp_path)]
+    first = bench.main(argv, log=lambda line: None)
+    assert first["ran"] == 4  # 2 folds x 2 methods
+    table = (tmp_path / "results.md").read_text()
+    assert "graphmed@default" in table and "expression 60% hidden" in table
+    assert "torch" in table and "tools/bench_quality.py --quick" in table
+    assert (tmp_path / "bench_quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "results.json").read_text())
+    values = _c_indices(saved)
+    assert len(values) == 2 * 5  # graphmed and coxnet, 5 settings each
+    assert all(0.0 <= v <= 1.0 for v in values)
+    results = sorted(tmp_path.glob("breast_cancer/r0f*/*.json"))
+    assert len(results) == 4
+    stamps = [p.stat().st_mtime_ns for p in results]
+    second = bench.main(argv, log=lambda line: None)
+    assert second["ran"] == 0  # every fold x method was read back, none retrained
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+    assert _c_indices(second["summary"]) == pytest.approx(_c_indices(saved))
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.main([*argv, "--set", "model.hidden=4"], log=lambda line: None)
+
+
+def test_masked_tests_hide_the_same_patients_for_every_call(bench):
+    cohort = bench.load_cohort("breast_cancer", 200).subset(
+        bench.load_cohort("breast_cancer", 200).patient_ids[:50]
+    )
+    a = bench.masked_tests(cohort, ["expression", "clinical"], [0.0, 0.3, 0.6], seed=5)
+    b = bench.masked_tests(cohort, ["expression", "clinical"], [0.0, 0.3, 0.6], seed=5)
+    assert list(a) == ["none", "expression 30%", "expression 60%", "clinical 30%", "clinical 60%"]
+    for name in a:
+        assert a[name].present_mask().equals(b[name].present_mask())
+    assert (~a["expression 60%"].present_mask()["expression"]).sum() == 30
+    assert a["expression 60%"].present_mask()["clinical"].all()

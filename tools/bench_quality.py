@@ -1,0 +1,571 @@
+"""C-index of graphmed and its baselines on real cohorts, under test-time missingness.
+
+For every cohort (a dataset recipe), R x K-fold stratified CV with the same
+folds for every method. Each method is trained once per fold, on the training
+fold only (its own validation part or inner CV does the model selection), and
+then scored on five versions of the test fold: nothing hidden, and each
+modality hidden for 30 % and 60 % of the test patients (seeded; the same
+patients for every method). Every method sees the same genes: vector
+modalities are capped to the ``--max-genes`` highest-variance columns of the
+training fold.
+
+Each (cohort, fold, method) result is written atomically to ``--out`` as soon
+as it is finished; a rerun skips what is there. ``--jobs`` runs folds in
+parallel processes with one torch thread each. At the end: a markdown table
+(``results.md``), a compact JSON and a PNG of C-index against missing rate.
+
+    python tools/bench_quality.py --jobs 2 --out runs/bench_quality
+    python tools/bench_quality.py --quick --out /tmp/bq            # smoke run
+    python tools/bench_quality.py --inner 3 --config configs/small_cohort.yaml \\
+        --methods graphmed --out runs/bench_quality    # config selection, training folds only
+
+``--inner K`` never touches a test fold: inside the training part of each
+outer fold of the first repeat it runs K-fold CV and reports those figures,
+for choosing a configuration before the outer benchmark is run with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from graphmed._atomic import write_json, write_text  # noqa: E402
+from graphmed.train.config import experiment_to_dict, load_experiment  # noqa: E402
+from graphmed.train.cv import hide_modalities, make_folds  # noqa: E402
+
+COHORTS = ["breast_cancer", "nki70", "gse1992", "gse4335", "gse3143"]
+ABLATIONS = {
+    "graphmed": [],
+    "graphmed-zero": ["model.completion=zero"],
+    "graphmed-nobank": ["model.prompt_bank=false"],
+    "graphmed-nosteer": ["model.steering=none"],
+    "graphmed-homog": ["model.heterogeneous=false"],
+    "graphmed-nometa": ["model.metapath_level=false"],
+}
+BASELINES = ["coxnet", "rsf", "mlp_zero", "best_single"]
+METHODS = [*ABLATIONS, *BASELINES]
+QUICK_MODEL = ["model.hidden=8", "model.heads=2", "model.layers=1", "train.epochs=1"]
+QUICK_BASELINE = {"rsf": {"n_estimators": 10}, "mlp_zero": {"epochs": 3}, "coxnet": {"n_alphas": 8}}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ the tasks
+@functools.lru_cache(maxsize=4)
+def load_cohort(name: str, max_genes: int | None):
+    """The recipe's cohort, vector modalities capped to ``max_genes`` (fitted per fold)."""
+    from graphmed.data.recipes import load_recipe
+
+    cohort = load_recipe(name)
+    for spec in cohort.modalities.values():
+        if spec.kind == "vector" and max_genes is not None:
+            spec.options["max_features"] = min(spec.options.get("max_features", 1e12), max_genes)
+    return cohort
+
+
+def splits_of(task: dict):
+    """``(train cohort, test cohort)`` of a task: an outer fold, or an inner fold of one."""
+    cohort = load_cohort(task["cohort"], task["max_genes"])
+    ids = np.asarray(cohort.patient_ids)
+    if task["outer"] is not None:  # inner CV inside an outer training fold
+        _, _, tr, _ = make_folds(cohort, task["folds"], 1, task["seed"])[task["outer"]]
+        cohort = cohort.subset(ids[tr])
+        ids = np.asarray(cohort.patient_ids)
+    k = task["inner"] or task["folds"]
+    repeats = 1 if task["inner"] else task["repeats"]
+    splits = make_folds(cohort, k, repeats, task["seed"])
+    _, _, tr, te = next(s for s in splits if s[:2] == (task["repeat"], task["fold"]))
+    return prefilter(cohort.subset(ids[tr]), cohort.subset(ids[te]), task["max_genes"])
+
+
+def prefilter(train_c, test_c, max_genes: int | None):
+    """Keep the ``2 * max_genes`` highest-variance training columns of each wide vector.
+
+    Every method keeps the ``max_genes`` columns of highest variance over the
+    training patients who have the modality (the same criterion, with ties
+    kept in column order), so this superset changes no result; it only spares
+    each method parsing thousands of columns per fold.
+    """
+    from dataclasses import replace
+
+    if max_genes is None:
+        return train_c, test_c
+    present = train_c.present_mask()
+    data_tr, data_te = dict(train_c.data), dict(test_c.data)
+    for mod, spec in train_c.modalities.items():
+        table = train_c.data[mod]
+        if spec.kind != "vector" or table.shape[1] <= 2 * max_genes:
+            continue
+        rows = table.loc[table.index.intersection(present.index[present[mod]])]
+        var = rows.var(axis=0, skipna=True).fillna(0.0).to_numpy()
+        keep = table.columns[np.sort(np.argsort(-var, kind="stable")[: 2 * max_genes])]
+        data_tr[mod], data_te[mod] = table[keep], test_c.data[mod][keep]
+    return replace(train_c, data=data_tr), replace(test_c, data=data_te)
+
+
+def masked_tests(test_c, modalities: list[str], rates: list[float], seed: int) -> dict:
+    """Setting name -> test cohort: nothing hidden, then each modality at each rate."""
+    tests = {"none": test_c}
+    for j, mod in enumerate(modalities):
+        for rate in rates:
+            if rate > 0:
+                s = seed * 7919 + 31 * j + int(round(rate * 100))
+                tests[f"{mod} {int(round(rate * 100))}%"] = hide_modalities(test_c, {mod: rate}, s)
+    return tests
+
+
+def experiment(task: dict):
+    overrides = ["train.progress=false", "train.device=cpu", *task["overrides"]]
+    overrides += ABLATIONS[task["method"]]
+    return load_experiment(ROOT / task["config"], overrides)
+
+
+def run_task(task: dict) -> dict:
+    """Train one method on one training fold, score it on every masked test fold."""
+    import torch
+
+    from graphmed.metrics import harrell_c, survival_metrics
+    from graphmed.train.baselines import make_baseline
+    from graphmed.train.cv import fit_fold_model
+
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    t0 = time.time()
+    train_c, test_c = splits_of(task)
+    hide = task["hide"] or train_c.modality_names
+    tests = masked_tests(test_c, hide, task["rates"], task["hide_seed"])
+    risks: dict[str, dict] = {}  # method -> setting -> risk
+    extra: dict = {}
+    method = task["method"]
+    if method in ABLATIONS:
+        fm = fit_fold_model(train_c, experiment(task), task["repeat"], task["fold"])
+        risks[task["key"]] = {k: fm.predict(c).risk for k, c in tests.items()}
+        fit_c, val_c = (train_c.subset(ids) for ids in (fm.fit_ids, fm.val_ids))
+        h = fm.history
+        extra = {
+            "best_epoch": h["best_epoch"],
+            "epochs_run": h["epochs_run"],
+            "fit_c": harrell_c(fit_c.time, fit_c.event, fm.predict(fit_c).risk),
+            "val_c": h["best_score"],
+            "val_curve": [round(e["val_score"], 4) for e in h["history"]],
+            "loss_curve": [round(e["train_loss"], 4) for e in h["history"]],
+        }
+    else:
+        quick = task["quick"]
+        names = (
+            [f"coxnet:{m}" for m in train_c.modality_names] if method == "best_single" else [method]
+        )
+        inner = {}
+        for name in names:
+            opts = QUICK_BASELINE.get(name.split(":")[0], {}) if quick else {}
+            model = make_baseline(
+                name, seed=task["seed"], max_vector_features=task["max_genes"], **opts
+            )
+            model.fit(train_c)
+            risks[name] = {k: model.predict_risk(c) for k, c in tests.items()}
+            if method == "best_single":  # chosen on the training fold's inner CV, never the test
+                mean = model.cv_scores_.mean(0)  # per alpha; NaN where the path failed
+                inner[name] = float(np.nanmax(mean)) if np.isfinite(mean).any() else -np.inf
+        if method == "best_single":
+            chosen = max(inner, key=inner.get)
+            risks["best_single"] = risks[chosen]
+            extra = {"chosen": chosen, "inner_c": inner}
+    results = {
+        name: {
+            k: survival_metrics(train_c.time, train_c.event, c.time, c.event, per[k])
+            for k, c in tests.items()
+        }
+        for name, per in risks.items()
+    }
+    return {
+        "cohort": task["cohort"],
+        "split": task["split"],
+        "method": task["key"],
+        "spec": task["spec"],
+        "seconds": round(time.time() - t0, 2),
+        "n_train": train_c.n_patients,
+        "n_test": test_c.n_patients,
+        "results": results,
+        "extra": extra,
+    }
+
+
+def _worker_init() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def make_tasks(args, root: Path) -> list[dict]:
+    from graphmed.data.recipes import load_recipe  # noqa: F401 (fail early if a source is missing)
+
+    tasks = []
+    for cohort in args.cohorts:
+        c = load_cohort(cohort, args.max_genes)
+        outer = make_folds(c, args.folds, args.repeats, args.seed)
+        if args.inner:  # (outer fold of the first repeat, inner fold)
+            units = [(o, 0, i) for o in range(args.folds) for i in range(args.inner)]
+        else:
+            units = [(None, r, f) for r, f, _, _ in outer]
+        if args.limit:
+            units = units[: args.limit]
+        for o, r, f in units:
+            split = f"o{o}i{f}" if args.inner else f"r{r}f{f}"
+            for method in args.methods:
+                graph = method in ABLATIONS
+                key = f"{method}@{args.tag}" if graph else method
+                task = {
+                    "cohort": cohort, "outer": o, "inner": args.inner, "repeat": r, "fold": f,
+                    "folds": args.folds, "repeats": args.repeats, "seed": args.seed,
+                    "split": split, "method": method, "key": key, "rates": args.rates,
+                    "hide": args.hide, "max_genes": args.max_genes, "quick": args.quick,
+                    "config": str(args.config), "overrides": args.overrides,
+                    "hide_seed": args.seed * 1009 + 101 * r + f + (1000 * (o + 1) if args.inner else 0),
+                    "path": str(root / cohort / split / f"{key.replace(':', '_')}.json"),
+                }  # fmt: skip
+                spec = {k: task[k] for k in ("rates", "hide", "max_genes", "quick", "hide_seed")}
+                if graph:
+                    spec["config"] = experiment_to_dict(experiment(task))
+                task["spec"] = json.loads(json.dumps(spec))
+                tasks.append(task)
+    return tasks
+
+
+def run_all(tasks: list[dict], jobs: int, log=print) -> int:
+    """Run the tasks not yet done; return how many ran."""
+    todo = []
+    for task in tasks:
+        path = Path(task["path"])
+        if path.exists():
+            if json.loads(path.read_text())["spec"] != task["spec"]:
+                raise SystemExit(
+                    f"{path} was made with other settings (config, rates, genes); "
+                    "use another --out or --tag, or delete it"
+                )
+            continue
+        todo.append(task)
+    log(f"{len(tasks) - len(todo)} of {len(tasks)} results already done; running {len(todo)}")
+    t0 = time.time()
+
+    def done(i: int, result: dict, task: dict) -> None:
+        write_json(task["path"], result)
+        left = (time.time() - t0) / i * (len(todo) - i)
+        c = result["results"][task["key"]]["none"]["c_index"]
+        log(
+            f"[{i}/{len(todo)}] {task['cohort']} {task['split']} {task['key']}: C {c:.3f}, "
+            f"{result['seconds']:.0f} s (about {left / 60:.0f} min left)"
+        )
+
+    if jobs <= 1:
+        _worker_init()
+        for i, task in enumerate(todo, 1):
+            done(i, run_task(task), task)
+        return len(todo)
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = {pool.submit(run_task, t): t for t in todo}
+        for i, fut in enumerate(as_completed(futures), 1):
+            done(i, fut.result(), futures[fut])
+    return len(todo)
+
+
+# ------------------------------------------------------------------ the report
+def collect(root: Path, cohorts: list[str]) -> dict:
+    """Cohort -> method -> setting -> list of per-fold C-indices, plus per-fold extras."""
+    scores: dict = {}
+    extras: dict = {}
+    for cohort in cohorts:
+        for path in sorted((root / cohort).glob("*/*.json")):
+            r = json.loads(path.read_text())
+            for name, per in r["results"].items():
+                for setting, m in per.items():
+                    cell = scores.setdefault(cohort, {}).setdefault(name, {})
+                    cell.setdefault(setting, []).append(m["c_index"])
+            if r["extra"]:
+                extras.setdefault(cohort, {}).setdefault(r["method"], []).append(r["extra"])
+    return {"scores": scores, "extras": extras}
+
+
+def _method_order(names) -> list[str]:
+    def key(name: str):
+        base, _, tag = name.partition("@")
+        if base in ABLATIONS:
+            return (0, tag != "default", tag, list(ABLATIONS).index(base))
+        rank = BASELINES.index(base) if base in BASELINES else len(BASELINES)
+        return (1, False, "", rank, name)
+
+    return sorted(names, key=key)
+
+
+def _setting_order(settings) -> list[str]:
+    # nothing hidden, then non-clinical modalities, then clinical, each by rate
+    def key(s: str):
+        if s == "none":
+            return (0, "", 0)
+        mod, rate = s.rsplit(" ", 1)
+        return (1 + (mod == "clinical"), mod, int(rate.rstrip("%")))
+
+    return sorted(settings, key=key)
+
+
+def summarise(collected: dict) -> dict:
+    """Mean and sd per cohort x method x setting; mean over cohorts and average ranks."""
+    from scipy.stats import rankdata
+
+    scores = collected["scores"]
+    cohorts = list(scores)
+    table = {
+        c: {
+            m: {s: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1
+                    else float("nan"), "n": len(v)} for s, v in per.items()}
+            for m, per in scores[c].items()
+        }
+        for c in cohorts
+    }  # fmt: skip
+    settings = _setting_order({s for c in table.values() for m in c.values() for s in m})
+    common = [m for m in _method_order({m for c in table.values() for m in c})
+              if all(m in table[c] for c in cohorts)]  # fmt: skip
+    ranks: dict = {m: [] for m in common}
+    for c in cohorts:
+        for s in settings:
+            have = [m for m in common if s in table[c][m]]
+            means = [table[c][m][s]["mean"] for m in have]
+            for m, rank in zip(have, rankdata(-np.asarray(means))):  # ties share a rank
+                ranks[m].append(float(rank))
+    overall = {
+        m: {
+            **{s: float(np.mean([table[c][m][s]["mean"] for c in cohorts if s in table[c][m]]))
+               for s in settings},
+            "avg_rank": float(np.mean(ranks[m])) if ranks[m] else float("nan"),
+        }
+        for m in common
+    }  # fmt: skip
+    for row in overall.values():
+        row["all_settings"] = float(np.mean([row[s] for s in settings]))
+    return {"cohorts": table, "settings": settings, "overall": overall}
+
+
+def _cell(stat: dict | None) -> str:
+    if stat is None:
+        return ""
+    return f"{stat['mean']:.3f} ± {stat['sd']:.3f}"
+
+
+def markdown(summary: dict, collected: dict, n_patients: dict) -> str:
+    """The results table, the summary over cohorts and the graphmed diagnostics."""
+    settings = summary["settings"]
+    head = "| cohort | method | n | " + " | ".join(f"{s} hidden" if s != "none" else
+                                                  "nothing hidden" for s in settings) + " |"  # fmt: skip
+    lines = [head, "|---" * (3 + len(settings)) + "|"]
+    for cohort, methods in summary["cohorts"].items():
+        best = {s: max(m[s]["mean"] for m in methods.values() if s in m) for s in settings}
+        for name in _method_order(methods):
+            per = methods[name]
+            cells = []
+            for s in settings:
+                text = _cell(per.get(s))
+                cells.append(f"**{text}**" if s in per and per[s]["mean"] == best[s] else text)
+            n = max(v["n"] for v in per.values())
+            label = f"{cohort} ({n_patients.get(cohort, '?')})"
+            lines.append(f"| {label} | {name} | {n} | " + " | ".join(cells) + " |")
+    lines += ["", "Mean over cohorts of the per-cohort mean C-index (and its mean over the "
+              "settings), and the average rank of each method over all cohort x setting "
+              "cells (1 = best):", ""]  # fmt: skip
+    lines.append("| method | " + " | ".join(settings) + " | mean | average rank |")
+    lines.append("|---" * (3 + len(settings)) + "|")
+    overall = summary["overall"]
+    for name in sorted(overall, key=lambda m: overall[m]["avg_rank"]):
+        row = overall[name]
+        cells = [f"{row[s]:.3f}" for s in settings]
+        cells.append(f"{row['all_settings']:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['avg_rank']:.1f} |")
+    diag = diagnostics(collected)
+    if diag:
+        lines += ["", "graphmed inside the training folds (mean over folds): epoch kept by "
+                  "early stopping, epochs run, C-index on the fitting part and on the "
+                  "validation part of the training fold, and on the test fold:", "",
+                  "| cohort | method | best epoch | epochs run | fit C | val C | test C |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for cohort, per in diag.items():
+            for name in _method_order(per):
+                d = per[name]
+                test = summary["cohorts"][cohort][name]["none"]["mean"]
+                lines.append(
+                    f"| {cohort} | {name} | {d['best_epoch']:.1f} | {d['epochs_run']:.1f} | "
+                    f"{d['fit_c']:.3f} | {d['val_c']:.3f} | {test:.3f} |"
+                )
+    chosen = {
+        c: {m: sum(e["chosen"] == m for e in per["best_single"]) for m in
+            sorted({e["chosen"] for e in per["best_single"]})}
+        for c, per in collected["extras"].items() if "best_single" in per
+    }  # fmt: skip
+    if chosen:
+        lines += ["", "best_single: the modality chosen by inner CV on each training fold "
+                  "(count of folds): " + "; ".join(
+                      f"{c}: " + ", ".join(f"{m} {k}" for m, k in per.items())
+                      for c, per in chosen.items())]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def diagnostics(collected: dict) -> dict:
+    out: dict = {}
+    for cohort, per in collected["extras"].items():
+        for name, extras in per.items():
+            if "fit_c" in extras[0]:
+                keys = ("best_epoch", "epochs_run", "fit_c", "val_c")
+                out.setdefault(cohort, {})[name] = {
+                    k: float(np.mean([e[k] for e in extras])) for k in keys
+                }
+    return out
+
+
+def plot(summary: dict, path: Path) -> None:
+    """C-index against missing rate: a column per cohort (and the mean), a row per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = dict(summary["cohorts"])
+    panels["mean over cohorts"] = {
+        m: {s: {"mean": row[s]} for s in summary["settings"]}
+        for m, row in summary["overall"].items()
+    }
+    families = list(dict.fromkeys(s.rsplit(" ", 1)[0] for s in summary["settings"] if s != "none"))
+    methods = _method_order({m for p in panels.values() for m in p})
+    palette = plt.get_cmap("tab20").colors
+    colours = dict(zip(methods, palette[::2] + palette[1::2]))
+    fig, axes = plt.subplots(
+        max(1, len(families)), len(panels), figsize=(3.3 * len(panels), 3.1 * len(families)),
+        squeeze=False, sharex=True,
+    )  # fmt: skip
+    for col, (title, per) in enumerate(panels.items()):
+        for row, fam in enumerate(families):
+            ax = axes[row, col]
+            for name in _method_order(per):
+                stats = per[name]
+                pts = [(0, stats["none"]["mean"])] if "none" in stats else []
+                pts += sorted(
+                    (int(s.rsplit(" ", 1)[1].rstrip("%")), v["mean"])
+                    for s, v in stats.items()
+                    if s.rsplit(" ", 1)[0] == fam
+                )
+                main = name.split("@")[0] == "graphmed"
+                ax.plot(*zip(*pts), marker="o", ms=3, color=colours[name], lw=2.4 if main else 1.1)
+            ax.set_title(f"{title}\n{fam} hidden", fontsize=9)
+            ax.set_xticks([0, 30, 60])
+            ax.grid(alpha=0.3)
+            if row == len(families) - 1:
+                ax.set_xlabel("% of test patients hidden", fontsize=8)
+            if col == 0:
+                ax.set_ylabel("Harrell's C-index", fontsize=8)
+    handles = [plt.Line2D([], [], color=colours[m], lw=2) for m in methods]
+    fig.legend(handles, methods, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("torch", "scikit-survival", "scikit-learn", "numpy", "lifelines", "SurvSet"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+# ----------------------------------------------------------------------- CLI
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cohorts", help=f"comma-separated recipes (default: {','.join(COHORTS)})")
+    p.add_argument("--methods", help=f"comma-separated, from {','.join(METHODS)} (default: all)")
+    p.add_argument("--folds", type=int, help="K of the outer K-fold CV (default 5)")
+    p.add_argument("--repeats", type=int, help="repeats of the outer CV (default 3)")
+    p.add_argument("--rates", default="0,0.3,0.6", help="test-time missing rates")
+    p.add_argument("--hide", help="modalities to hide (default: every modality)")
+    p.add_argument("--config", default="configs/default.yaml", help="graphmed's config")
+    p.add_argument("--tag", help="name of the config in the results (default: its file stem)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="a.b=value")
+    p.add_argument("--max-genes", type=int, default=200, help="cap on vector modalities")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
+    p.add_argument("--limit", type=int, help="only the first N splits of each cohort (timing)")
+    p.add_argument("--inner", type=int, help="K-fold CV inside each outer training fold")
+    p.add_argument("--out", default="runs/bench_quality", help="results folder")
+    p.add_argument("--md", help="markdown table (default: <out>/results.md)")
+    p.add_argument("--json", help="compact aggregated results (default: <out>/results.json)")
+    p.add_argument("--png", help="figure (default: <out>/bench_quality.png)")
+    p.add_argument("--report-only", action="store_true", help="only rebuild the report")
+    p.add_argument("--quick", action="store_true", help="a tiny run for the smoke test")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.cohorts = _list(args.cohorts) or (["breast_cancer"] if quick else COHORTS)
+    args.methods = _list(args.methods) or (
+        ["graphmed", "coxnet", "best_single"] if quick else METHODS
+    )
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        p.error(f"unknown method {unknown[0]!r}; expected one of {', '.join(METHODS)}")
+    args.folds = args.folds or (2 if quick else 5)
+    args.repeats = args.repeats or (1 if quick else 3)
+    args.rates = [float(r) for r in _list(args.rates)]
+    args.hide = _list(args.hide)
+    args.tag = args.tag or Path(args.config).stem
+    if quick:
+        args.overrides = QUICK_MODEL + args.overrides
+    return args
+
+
+def _list(text: str | None) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+def main(argv=None, log=print) -> dict:
+    args = parse_args(argv)
+    root = Path(args.out) / ("inner" if args.inner else "")
+    command = "python tools/bench_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    t0 = time.time()
+    ran = 0
+    if not args.report_only:
+        tasks = make_tasks(args, root)
+        ran = run_all(tasks, args.jobs, log)
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / "commands.log", "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M')}  {time.time() - t0:.0f} s  "
+                     f"{ran} results  {command}\n")  # fmt: skip
+    collected = collect(root, args.cohorts)
+    summary = summarise(collected)
+    sizes = {c: load_cohort(c, args.max_genes).n_patients for c in summary["cohorts"]}
+    table = markdown(summary, collected, sizes)
+    commands = (root / "commands.log").read_text() if (root / "commands.log").exists() else ""
+    info = {"versions": versions(), "commands": commands.splitlines()}
+    header = ("Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+              + "\n\nCommands (time, results run):\n\n" + "".join(f"    {c}\n" for c in info["commands"]))  # fmt: skip
+    write_text(args.md or root / "results.md", header + "\n" + table)
+    diag = diagnostics(collected)
+    write_json(args.json or root / "results.json", {**info, **summary, "diagnostics": diag})
+    plot(summary, Path(args.png or root / "bench_quality.png"))
+    log(table)
+    return {"ran": ran, "summary": summary, "seconds": time.time() - t0}
+
+
+if __name__ == "__main__":
+    main()
