@@ -207,38 +207,71 @@ def _worker_init() -> None:
 
 
 def make_tasks(args, root: Path) -> list[dict]:
-    from graphmed.data.recipes import load_recipe  # noqa: F401 (fail early if a source is missing)
-
+    """One task per cohort x split x method, each with its result file and its spec."""
     tasks = []
     for cohort in args.cohorts:
-        c = load_cohort(cohort, args.max_genes)
-        outer = make_folds(c, args.folds, args.repeats, args.seed)
-        if args.inner:  # (outer fold of the first repeat, inner fold)
+        if args.inner:  # (outer fold of the first repeat, 0, inner fold)
             units = [(o, 0, i) for o in range(args.folds) for i in range(args.inner)]
         else:
-            units = [(None, r, f) for r, f, _, _ in outer]
-        if args.limit:
-            units = units[: args.limit]
-        for o, r, f in units:
+            c = load_cohort(cohort, args.max_genes)
+            units = [
+                (None, r, f) for r, f, _, _ in make_folds(c, args.folds, args.repeats, args.seed)
+            ]
+        for o, r, f in units[: args.limit or None]:
             split = f"o{o}i{f}" if args.inner else f"r{r}f{f}"
             for method in args.methods:
-                graph = method in ABLATIONS
-                key = f"{method}@{args.tag}" if graph else method
-                task = {
-                    "cohort": cohort, "outer": o, "inner": args.inner, "repeat": r, "fold": f,
-                    "folds": args.folds, "repeats": args.repeats, "seed": args.seed,
-                    "split": split, "method": method, "key": key, "rates": args.rates,
-                    "hide": args.hide, "max_genes": args.max_genes, "quick": args.quick,
-                    "config": str(args.config), "overrides": args.overrides,
-                    "hide_seed": args.seed * 1009 + 101 * r + f + (1000 * (o + 1) if args.inner else 0),
-                    "path": str(root / cohort / split / f"{key.replace(':', '_')}.json"),
-                }  # fmt: skip
-                spec = {k: task[k] for k in ("rates", "hide", "max_genes", "quick", "hide_seed")}
-                if graph:
-                    spec["config"] = experiment_to_dict(experiment(task))
-                task["spec"] = json.loads(json.dumps(spec))
-                tasks.append(task)
+                tasks.append(_task(args, root, cohort, o, r, f, split, method))
     return tasks
+
+
+def _task(args, root: Path, cohort: str, outer, repeat: int, fold: int, split: str, method: str):
+    key = f"{method}@{args.tag}" if method in ABLATIONS else method
+    # the same test patients are hidden for every method of a split
+    hide_seed = args.seed * 1009 + 101 * repeat + fold + (1000 * (outer + 1) if args.inner else 0)
+    task = {
+        "cohort": cohort,
+        "outer": outer,
+        "inner": args.inner,
+        "repeat": repeat,
+        "fold": fold,
+        "folds": args.folds,
+        "repeats": args.repeats,
+        "seed": args.seed,
+        "split": split,
+        "method": method,
+        "key": key,
+        "rates": args.rates,
+        "hide": args.hide,
+        "hide_seed": hide_seed,
+        "max_genes": args.max_genes,
+        "quick": args.quick,
+        "config": str(args.config),
+        "overrides": args.overrides,
+        "path": str(root / cohort / split / f"{key.replace(':', '_')}.json"),
+    }
+    spec = {k: task[k] for k in ("rates", "hide", "max_genes", "quick", "hide_seed")}
+    if method in ABLATIONS:
+        spec["config"] = experiment_to_dict(experiment(task))
+    task["spec"] = json.loads(json.dumps(spec))  # as it reads back from JSON
+    return task
+
+
+BAG_OPTIONS = {
+    "graph": ("max_instances", "bag_pooling", "standardize_bags"),
+    "model": ("bag_tokens",),
+}
+
+
+def _comparable(spec: dict, task: dict) -> dict:
+    """``spec`` without the options that cannot change a result on a cohort without bags."""
+    kinds = {m.kind for m in load_cohort(task["cohort"], task["max_genes"]).modalities.values()}
+    if "config" not in spec or "bag" in kinds:
+        return spec
+    config = {k: dict(v) for k, v in spec["config"].items()}
+    for section, keys in BAG_OPTIONS.items():
+        for key in keys:
+            config[section].pop(key, None)
+    return {**spec, "config": config}
 
 
 def run_all(tasks: list[dict], jobs: int, log=print) -> int:
@@ -247,7 +280,8 @@ def run_all(tasks: list[dict], jobs: int, log=print) -> int:
     for task in tasks:
         path = Path(task["path"])
         if path.exists():
-            if json.loads(path.read_text())["spec"] != task["spec"]:
+            old = json.loads(path.read_text())["spec"]
+            if _comparable(old, task) != _comparable(task["spec"], task):
                 raise SystemExit(
                     f"{path} was made with other settings (config, rates, genes); "
                     "use another --out or --tag, or delete it"
@@ -284,7 +318,7 @@ def run_all(tasks: list[dict], jobs: int, log=print) -> int:
 
 # ------------------------------------------------------------------ the report
 def collect(root: Path, cohorts: list[str]) -> dict:
-    """Cohort -> method -> setting -> list of per-fold C-indices, plus per-fold extras."""
+    """Cohort -> method -> setting -> split -> C-index, plus the per-fold extras."""
     scores: dict = {}
     extras: dict = {}
     for cohort in cohorts:
@@ -293,10 +327,37 @@ def collect(root: Path, cohorts: list[str]) -> dict:
             for name, per in r["results"].items():
                 for setting, m in per.items():
                     cell = scores.setdefault(cohort, {}).setdefault(name, {})
-                    cell.setdefault(setting, []).append(m["c_index"])
+                    cell.setdefault(setting, {})[r["split"]] = m["c_index"]
             if r["extra"]:
                 extras.setdefault(cohort, {}).setdefault(r["method"], []).append(r["extra"])
     return {"scores": scores, "extras": extras}
+
+
+def paired(collected: dict, reference: str) -> dict:
+    """Method -> setting -> mean of C(reference) - C(method) over every cohort x fold."""
+    scores = collected["scores"]
+    out: dict = {}
+    names = {m for per in scores.values() for m in per} - {reference}
+    for name in _method_order(names):
+        if not all(name in per and reference in per for per in scores.values()):
+            continue
+        for setting in _setting_order({s for per in scores.values() for s in per[name]}):
+            diffs = np.array(
+                [
+                    per[reference][setting][split] - c
+                    for per in scores.values()
+                    for split, c in per[name].get(setting, {}).items()
+                    if split in per[reference].get(setting, {})
+                ]
+            )
+            if diffs.size:
+                out.setdefault(name, {})[setting] = {
+                    "diff": float(diffs.mean()),
+                    "n": int(diffs.size),
+                    "better": int((diffs > 0).sum()),
+                    "worse": int((diffs < 0).sum()),
+                }
+    return out
 
 
 def _method_order(names) -> list[str]:
@@ -321,6 +382,11 @@ def _setting_order(settings) -> list[str]:
     return sorted(settings, key=key)
 
 
+def _stats(values: list[float]) -> dict:
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    return {"mean": float(np.mean(values)), "sd": sd, "n": len(values)}
+
+
 def summarise(collected: dict) -> dict:
     """Mean and sd per cohort x method x setting; mean over cohorts and average ranks."""
     from scipy.stats import rankdata
@@ -328,16 +394,12 @@ def summarise(collected: dict) -> dict:
     scores = collected["scores"]
     cohorts = list(scores)
     table = {
-        c: {
-            m: {s: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1
-                    else float("nan"), "n": len(v)} for s, v in per.items()}
-            for m, per in scores[c].items()
-        }
-        for c in cohorts
-    }  # fmt: skip
-    settings = _setting_order({s for c in table.values() for m in c.values() for s in m})
-    common = [m for m in _method_order({m for c in table.values() for m in c})
-              if all(m in table[c] for c in cohorts)]  # fmt: skip
+        c: {m: {s: _stats(list(v.values())) for s, v in per.items()} for m, per in ms.items()}
+        for c, ms in scores.items()
+    }
+    settings = _setting_order({s for ms in table.values() for per in ms.values() for s in per})
+    every = {m for ms in table.values() for m in ms}
+    common = [m for m in _method_order(every) if all(m in table[c] for c in cohorts)]
     ranks: dict = {m: [] for m in common}
     for c in cohorts:
         for s in settings:
@@ -345,79 +407,108 @@ def summarise(collected: dict) -> dict:
             means = [table[c][m][s]["mean"] for m in have]
             for m, rank in zip(have, rankdata(-np.asarray(means))):  # ties share a rank
                 ranks[m].append(float(rank))
-    overall = {
-        m: {
-            **{s: float(np.mean([table[c][m][s]["mean"] for c in cohorts if s in table[c][m]]))
-               for s in settings},
-            "avg_rank": float(np.mean(ranks[m])) if ranks[m] else float("nan"),
+    overall = {}
+    for m in common:
+        row = {
+            s: float(np.mean([table[c][m][s]["mean"] for c in cohorts if s in table[c][m]]))
+            for s in settings
         }
-        for m in common
-    }  # fmt: skip
-    for row in overall.values():
-        row["all_settings"] = float(np.mean([row[s] for s in settings]))
+        row["all_settings"] = float(np.mean(list(row.values())))
+        row["avg_rank"] = float(np.mean(ranks[m])) if ranks[m] else float("nan")
+        overall[m] = row
     return {"cohorts": table, "settings": settings, "overall": overall}
 
 
-def _cell(stat: dict | None) -> str:
-    if stat is None:
-        return ""
-    return f"{stat['mean']:.3f} ± {stat['sd']:.3f}"
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def markdown(summary: dict, collected: dict, n_patients: dict) -> str:
-    """The results table, the summary over cohorts and the graphmed diagnostics."""
+def _rule(n: int) -> str:
+    return "|---" * n + "|"
+
+
+def markdown(summary: dict, collected: dict, n_patients: dict, reference: str) -> str:
+    """The results table, the summary over cohorts, paired differences, diagnostics."""
     settings = summary["settings"]
-    head = "| cohort | method | n | " + " | ".join(f"{s} hidden" if s != "none" else
-                                                  "nothing hidden" for s in settings) + " |"  # fmt: skip
-    lines = [head, "|---" * (3 + len(settings)) + "|"]
+    names = ["nothing hidden" if s == "none" else f"{s} hidden" for s in settings]
+    lines = [_row("cohort (patients)", "method", "folds", *names), _rule(3 + len(settings))]
     for cohort, methods in summary["cohorts"].items():
         best = {s: max(m[s]["mean"] for m in methods.values() if s in m) for s in settings}
         for name in _method_order(methods):
             per = methods[name]
             cells = []
             for s in settings:
-                text = _cell(per.get(s))
+                text = f"{per[s]['mean']:.3f} ± {per[s]['sd']:.3f}" if s in per else ""
                 cells.append(f"**{text}**" if s in per and per[s]["mean"] == best[s] else text)
-            n = max(v["n"] for v in per.values())
-            label = f"{cohort} ({n_patients.get(cohort, '?')})"
-            lines.append(f"| {label} | {name} | {n} | " + " | ".join(cells) + " |")
-    lines += ["", "Mean over cohorts of the per-cohort mean C-index (and its mean over the "
-              "settings), and the average rank of each method over all cohort x setting "
-              "cells (1 = best):", ""]  # fmt: skip
-    lines.append("| method | " + " | ".join(settings) + " | mean | average rank |")
-    lines.append("|---" * (3 + len(settings)) + "|")
+            folds = max(v["n"] for v in per.values())
+            lines.append(_row(f"{cohort} ({n_patients.get(cohort, '?')})", name, folds, *cells))
+    lines += [
+        "",
+        "Mean over cohorts of the per-cohort mean C-index (and its mean over the settings), "
+        "and the average rank of each method over all cohort x setting cells (1 = best):",
+        "",
+        _row("method", *settings, "mean", "average rank"),
+        _rule(3 + len(settings)),
+    ]
     overall = summary["overall"]
     for name in sorted(overall, key=lambda m: overall[m]["avg_rank"]):
         row = overall[name]
-        cells = [f"{row[s]:.3f}" for s in settings]
-        cells.append(f"{row['all_settings']:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {row['avg_rank']:.1f} |")
+        cells = [f"{row[s]:.3f}" for s in [*settings, "all_settings"]]
+        lines.append(_row(name, *cells, f"{row['avg_rank']:.1f}"))
+    pairs = paired(collected, reference)
+    if pairs:
+        lines += [
+            "",
+            f"Paired on the same folds: mean over every cohort x fold of C({reference}) minus "
+            "C(method) (positive: the reference is better), and the number of folds in which "
+            "the reference is better : worse (ties left out):",
+            "",
+            _row("method", *settings),
+            _rule(1 + len(settings)),
+        ]
+        for name, per in pairs.items():
+            cells = [
+                f"{per[s]['diff']:+.3f} ({per[s]['better']}:{per[s]['worse']})" if s in per else ""
+                for s in settings
+            ]
+            lines.append(_row(name, *cells))
+    lines += _diagnostics_lines(summary, collected)
+    return "\n".join(lines) + "\n"
+
+
+def _diagnostics_lines(summary: dict, collected: dict) -> list[str]:
+    lines = []
     diag = diagnostics(collected)
     if diag:
-        lines += ["", "graphmed inside the training folds (mean over folds): epoch kept by "
-                  "early stopping, epochs run, C-index on the fitting part and on the "
-                  "validation part of the training fold, and on the test fold:", "",
-                  "| cohort | method | best epoch | epochs run | fit C | val C | test C |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "graphmed inside the training folds (mean over folds): epoch kept by early "
+            "stopping, epochs run, C-index on the fitting part and on the validation part of "
+            "the training fold, and on the test fold (nothing hidden):",
+            "",
+            _row("cohort", "method", "best epoch", "epochs run", "fit C", "val C", "test C"),
+            _rule(7),
+        ]
         for cohort, per in diag.items():
             for name in _method_order(per):
                 d = per[name]
                 test = summary["cohorts"][cohort][name]["none"]["mean"]
-                lines.append(
-                    f"| {cohort} | {name} | {d['best_epoch']:.1f} | {d['epochs_run']:.1f} | "
-                    f"{d['fit_c']:.3f} | {d['val_c']:.3f} | {test:.3f} |"
-                )
-    chosen = {
-        c: {m: sum(e["chosen"] == m for e in per["best_single"]) for m in
-            sorted({e["chosen"] for e in per["best_single"]})}
-        for c, per in collected["extras"].items() if "best_single" in per
-    }  # fmt: skip
+                numbers = [f"{d[k]:.1f}" for k in ("best_epoch", "epochs_run")]
+                numbers += [f"{v:.3f}" for v in (d["fit_c"], d["val_c"], test)]
+                lines.append(_row(cohort, name, *numbers))
+    chosen = []
+    for cohort, per in collected["extras"].items():
+        picks = [e["chosen"] for e in per.get("best_single", [])]
+        if picks:
+            counts = ", ".join(f"{m} {picks.count(m)}" for m in sorted(set(picks)))
+            chosen.append(f"{cohort}: {counts}")
     if chosen:
-        lines += ["", "best_single: the modality chosen by inner CV on each training fold "
-                  "(count of folds): " + "; ".join(
-                      f"{c}: " + ", ".join(f"{m} {k}" for m, k in per.items())
-                      for c, per in chosen.items())]  # fmt: skip
-    return "\n".join(lines) + "\n"
+        lines += [
+            "",
+            "best_single: the modality chosen by inner CV on each training fold (number of "
+            "folds): " + "; ".join(chosen),
+        ]
+    return lines
 
 
 def diagnostics(collected: dict) -> dict:
@@ -448,10 +539,8 @@ def plot(summary: dict, path: Path) -> None:
     methods = _method_order({m for p in panels.values() for m in p})
     palette = plt.get_cmap("tab20").colors
     colours = dict(zip(methods, palette[::2] + palette[1::2]))
-    fig, axes = plt.subplots(
-        max(1, len(families)), len(panels), figsize=(3.3 * len(panels), 3.1 * len(families)),
-        squeeze=False, sharex=True,
-    )  # fmt: skip
+    rows, cols = max(1, len(families)), len(panels)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.1 * rows), squeeze=False)
     for col, (title, per) in enumerate(panels.items()):
         for row, fam in enumerate(families):
             ax = axes[row, col]
@@ -505,6 +594,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tag", help="name of the config in the results (default: its file stem)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="a.b=value")
     p.add_argument("--max-genes", type=int, default=200, help="cap on vector modalities")
+    p.add_argument("--reference", help="method for paired differences (default: graphmed@TAG)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
     p.add_argument("--limit", type=int, help="only the first N splits of each cohort (timing)")
@@ -547,21 +637,28 @@ def main(argv=None, log=print) -> dict:
     if not args.report_only:
         tasks = make_tasks(args, root)
         ran = run_all(tasks, args.jobs, log)
-        root.mkdir(parents=True, exist_ok=True)
-        with open(root / "commands.log", "a") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%d %H:%M')}  {time.time() - t0:.0f} s  "
-                     f"{ran} results  {command}\n")  # fmt: skip
+        if ran:  # the commands that produced results, for the report
+            root.mkdir(parents=True, exist_ok=True)
+            with open(root / "commands.log", "a") as fh:
+                stamp = time.strftime("%Y-%m-%d %H:%M")
+                fh.write(f"{stamp}  {time.time() - t0:.0f} s  {ran} results  {command}\n")
     collected = collect(root, args.cohorts)
     summary = summarise(collected)
     sizes = {c: load_cohort(c, args.max_genes).n_patients for c in summary["cohorts"]}
-    table = markdown(summary, collected, sizes)
+    reference = args.reference or f"graphmed@{args.tag}"
+    table = markdown(summary, collected, sizes, reference)
     commands = (root / "commands.log").read_text() if (root / "commands.log").exists() else ""
     info = {"versions": versions(), "commands": commands.splitlines()}
-    header = ("Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-              + "\n\nCommands (time, results run):\n\n" + "".join(f"    {c}\n" for c in info["commands"]))  # fmt: skip
+    header = "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    header += "\n\nCommands (when, wall time, results run):\n\n"
+    header += "".join(f"    {c}\n" for c in info["commands"])
     write_text(args.md or root / "results.md", header + "\n" + table)
     diag = diagnostics(collected)
-    write_json(args.json or root / "results.json", {**info, **summary, "diagnostics": diag})
+    pairs = {"reference": reference, "methods": paired(collected, reference)}
+    write_json(
+        args.json or root / "results.json",
+        {**info, **summary, "paired": pairs, "diagnostics": diag},
+    )
     plot(summary, Path(args.png or root / "bench_quality.png"))
     log(table)
     return {"ran": ran, "summary": summary, "seconds": time.time() - t0}
