@@ -523,8 +523,11 @@ def diagnostics(collected: dict) -> dict:
     return out
 
 
-def plot(summary: dict, path: Path) -> None:
-    """C-index against missing rate: a column per cohort (and the mean), a row per family."""
+def plot(summary: dict, path: Path, only: list[str] | None = None) -> None:
+    """C-index against missing rate: a column per cohort (and the mean), a row per family.
+
+    ``only`` limits the lines to those methods (all by default).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -535,6 +538,8 @@ def plot(summary: dict, path: Path) -> None:
         m: {s: {"mean": row[s]} for s in summary["settings"]}
         for m, row in summary["overall"].items()
     }
+    if only:
+        panels = {t: {m: v for m, v in per.items() if m in only} for t, per in panels.items()}
     families = list(dict.fromkeys(s.rsplit(" ", 1)[0] for s in summary["settings"] if s != "none"))
     methods = _method_order({m for p in panels.values() for m in p})
     palette = plt.get_cmap("tab20").colors
@@ -594,6 +599,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tag", help="name of the config in the results (default: its file stem)")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="a.b=value")
     p.add_argument("--max-genes", type=int, default=200, help="cap on vector modalities")
+    p.add_argument("--plot-methods", help="comma-separated methods drawn in the PNG (default: all)")
     p.add_argument("--reference", help="method for paired differences (default: graphmed@TAG)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
@@ -659,7 +665,8 @@ def main(argv=None, log=print) -> dict:
         args.json or root / "results.json",
         {**info, **summary, "paired": pairs, "diagnostics": diag},
     )
-    plot(summary, Path(args.png or root / "bench_quality.png"))
+    only = args.plot_methods.split(",") if args.plot_methods else None
+    plot(summary, Path(args.png or root / "bench_quality.png"), only)
     log(table)
     return {"ran": ran, "summary": summary, "seconds": time.time() - t0}
 
