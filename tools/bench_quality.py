@@ -523,10 +523,11 @@ def diagnostics(collected: dict) -> dict:
     return out
 
 
-def plot(summary: dict, path: Path, only: list[str] | None = None) -> None:
+def plot(summary: dict, path: Path, only: list[str] | None = None) -> list[str]:
     """C-index against missing rate: a column per cohort (and the mean), a row per family.
 
-    ``only`` limits the lines to those methods (all by default).
+    ``only`` limits the lines to those methods (all by default). Returns the
+    methods drawn, in legend order.
     """
     import matplotlib
 
@@ -572,6 +573,7 @@ def plot(summary: dict, path: Path, only: list[str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+    return methods
 
 
 def versions() -> dict:
@@ -666,9 +668,9 @@ def main(argv=None, log=print) -> dict:
         {**info, **summary, "paired": pairs, "diagnostics": diag},
     )
     only = args.plot_methods.split(",") if args.plot_methods else None
-    plot(summary, Path(args.png or root / "bench_quality.png"), only)
+    drawn = plot(summary, Path(args.png or root / "bench_quality.png"), only)
     log(table)
-    return {"ran": ran, "summary": summary, "seconds": time.time() - t0}
+    return {"ran": ran, "summary": summary, "plotted": drawn, "seconds": time.time() - t0}
 
 
 if __name__ == "__main__":

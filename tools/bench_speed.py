@@ -353,6 +353,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--bag", type=int, default=64)
     p.add_argument("--bag-tokens", type=int, default=None, help="pool each bag to this many nodes")
+    p.add_argument("--modalities", type=int, default=3, help="modalities of the reference row")
     p.add_argument("--d", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
@@ -386,7 +387,8 @@ def main(argv=None):
         compile_mode=args.compile,
         bag_tokens=args.bag_tokens,
     )
-    rows = [{"sweep": "reference", **bench(n_patients=args.batch, **base)}]
+    reference = bench(n_patients=args.batch, n_modalities=args.modalities, **base)
+    rows = [{"sweep": "reference", **reference}]
     print(to_markdown(rows), flush=True)
     for name in filter(None, args.sweep.split(",")):
         if name not in SWEEPS:

@@ -48,6 +48,11 @@ def test_quick_run_writes_table_figure_and_resumes(bench, tmp_path):
     assert second["ran"] == 0  # every fold x method was read back, none retrained
     assert [p.stat().st_mtime_ns for p in results] == stamps
     assert _c_indices(second["summary"]) == pytest.approx(_c_indices(saved))
+    only = tmp_path / "only_coxnet.png"
+    third = bench.main([*argv, "--report-only", "--plot-methods", "coxnet", "--png", str(only)],
+                       log=lambda line: None)  # fmt: skip
+    assert third["ran"] == 0 and only.read_bytes()[:4] == b"\x89PNG"
+    assert third["plotted"] == ["coxnet"] and second["plotted"] == ["graphmed@default", "coxnet"]
     with pytest.raises(SystemExit, match="other settings"):
         bench.main([*argv, "--set", "model.hidden=4"], log=lambda line: None)
 

@@ -49,8 +49,9 @@ def test_cli_writes_json(bench_speed, tmp_path):
     out = tmp_path / "speed.json"
     rows = bench_speed.main(
         ["--batch", "4", "--bag", "4", "--d", "8", "--layers", "1", "--steps", "1",
-         "--methods", "graphmed", "--json", str(out)]
+         "--methods", "graphmed", "--modalities", "4", "--json", str(out)]
     )  # fmt: skip
     assert out.exists() and rows[0]["sweep"] == "reference"
+    assert rows[0]["modalities"] == 4
     with pytest.raises(SystemExit):
         bench_speed.main(["--batch", "4", "--methods", "graphmed", "--sweep", "nonsense"])
