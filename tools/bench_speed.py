@@ -131,6 +131,7 @@ def bench(
     seed=0,
     compile_mode=None,
     bag_tokens=None,
+    net_options=None,
 ):
     """One row: step time, throughput and peak memory of each method on one batch."""
     device = torch.device(device)
@@ -149,7 +150,9 @@ def bench(
         "layers": layers,
         "device": str(device),
     }
-    net, head, opt = _graphmed(graphs, rel, d, heads, layers, bag_tokens, device)
+    net, head, opt = _graphmed(graphs, rel, d, heads, layers, bag_tokens, device, net_options)
+    if net_options:
+        row["net_options"] = dict(net_options)
     b = gdev.batch(idx)
     forward = net
     if compile_mode:
@@ -204,7 +207,7 @@ def bench(
     return row
 
 
-def _graphmed(graphs, rel, d, heads, layers, bag_tokens, device):
+def _graphmed(graphs, rel, d, heads, layers, bag_tokens, device, net_options=None):
     net = GraphMedNet(
         graphs.layouts,
         rel.edge_types,
@@ -213,6 +216,7 @@ def _graphmed(graphs, rel, d, heads, layers, bag_tokens, device):
         heads=heads,
         layers=layers,
         bag_tokens=bag_tokens,
+        **(net_options or {}),
     ).to(device)
     net.fit_priors(graphs)
     head = torch.nn.Linear(d, 1).to(device)
@@ -269,6 +273,7 @@ def bench_epoch(
     bag_tokens=None,
     max_batches=20,
     seed=0,
+    net_options=None,
     **_,
 ):
     """Throughput over a cohort of ``n_patients``: graph building, training, inference.
@@ -283,7 +288,7 @@ def bench_epoch(
     cohort, graphs, rel = make_graphs(n_patients, 3, bag, seed)
     build_s = time.perf_counter() - t0
     gdev = graphs.to(device)
-    net, head, opt = _graphmed(graphs, rel, d, heads, layers, bag_tokens, device)
+    net, head, opt = _graphmed(graphs, rel, d, heads, layers, bag_tokens, device, net_options)
     order = torch.randperm(n_patients, device=device)
     batches = [order[i : i + batch] for i in range(0, n_patients, batch)][:max_batches]
     _train_step(net, head, opt, gdev.batch(batches[0]))  # warm-up
@@ -347,6 +352,30 @@ def _sweep_kwargs(name, value, base):
     return kw
 
 
+def _net_options(pairs, parser) -> dict:
+    """``["completion=zero", "dropout=0"]`` -> GraphMedNet keyword arguments (YAML values)."""
+    import inspect
+
+    import yaml
+
+    known = set(inspect.signature(GraphMedNet).parameters) - {
+        "layouts",
+        "edge_types",
+        "metapaths",
+        "d",
+        "heads",
+        "layers",
+        "bag_tokens",
+    }
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in known:
+            parser.error(f"--net {pair!r}: expected KEY=VALUE with KEY one of {sorted(known)}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -354,6 +383,13 @@ def main(argv=None):
     p.add_argument("--bag", type=int, default=64)
     p.add_argument("--bag-tokens", type=int, default=None, help="pool each bag to this many nodes")
     p.add_argument("--modalities", type=int, default=3, help="modalities of the reference row")
+    p.add_argument(
+        "--net",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="GraphMedNet option for graphmed, e.g. completion=zero, metapath_level=false",
+    )
     p.add_argument("--d", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
@@ -386,6 +422,7 @@ def main(argv=None):
         methods=tuple(args.methods.split(",")),
         compile_mode=args.compile,
         bag_tokens=args.bag_tokens,
+        net_options=_net_options(args.net, p),
     )
     reference = bench(n_patients=args.batch, n_modalities=args.modalities, **base)
     rows = [{"sweep": "reference", **reference}]

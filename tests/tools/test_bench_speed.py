@@ -1,19 +1,13 @@
 """Smoke run of tools/bench_speed.py on a tiny problem (the figures live in docs/)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
+from ._load import load_tool
 
 
 @pytest.fixture(scope="module")
 def bench_speed():
-    spec = importlib.util.spec_from_file_location("bench_speed", TOOLS / "bench_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("bench_speed")
 
 
 def test_reference_row_times_all_three_methods(bench_speed):
@@ -49,9 +43,13 @@ def test_cli_writes_json(bench_speed, tmp_path):
     out = tmp_path / "speed.json"
     rows = bench_speed.main(
         ["--batch", "4", "--bag", "4", "--d", "8", "--layers", "1", "--steps", "1",
-         "--methods", "graphmed", "--modalities", "4", "--json", str(out)]
+         "--methods", "graphmed", "--modalities", "4", "--net", "completion=zero",
+         "--net", "metapath_level=false", "--json", str(out)]
     )  # fmt: skip
     assert out.exists() and rows[0]["sweep"] == "reference"
     assert rows[0]["modalities"] == 4
+    assert rows[0]["net_options"] == {"completion": "zero", "metapath_level": False}
+    with pytest.raises(SystemExit):
+        bench_speed.main(["--batch", "4", "--methods", "graphmed", "--net", "hidden=4"])
     with pytest.raises(SystemExit):
         bench_speed.main(["--batch", "4", "--methods", "graphmed", "--sweep", "nonsense"])
