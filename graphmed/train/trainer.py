@@ -183,17 +183,50 @@ class Trainer:
 
     @torch.no_grad()
     def validation_score(self, model: GraphMedModel, val: PatientGraphs) -> float:
-        """Harrell's C-index of the survival head (or minus the loss without one)."""
+        """The early-stopping score on the validation graphs (higher is better).
+
+        ``monitor: c_index``: Harrell's C-index of the survival head, or minus
+        the validation loss where there is no survival head or no validation
+        event. ``monitor: loss``: minus the validation loss, the weighted sum of
+        the head losses over the whole validation set at once (the Cox partial
+        likelihood compares each event with its whole risk set), computed in
+        evaluation mode.
+        """
         from sksurv.metrics import concordance_index_censored
 
         model.eval()
-        preds = self.predict(model, val)
-        if preds.risk is None or val.event.sum() == 0:
-            batch = val.batch(torch.arange(len(val), device=val.device))
-            loss, _ = model.loss(batch, model(batch))
-            return -float(loss)
-        event = val.event.cpu().numpy().astype(bool)
-        return float(concordance_index_censored(event, val.time.cpu().numpy(), preds.risk)[0])
+        if self.config.monitor == "c_index" and val.event.sum() > 0:
+            preds = self.predict(model, val)
+            if preds.risk is not None:
+                event = val.event.cpu().numpy().astype(bool)
+                return float(
+                    concordance_index_censored(event, val.time.cpu().numpy(), preds.risk)[0]
+                )
+        return -self.validation_loss(model, val)
+
+    @torch.no_grad()
+    def validation_loss(
+        self, model: GraphMedModel, val: PatientGraphs, batch_size: int = 1024
+    ) -> float:
+        """Weighted head losses over all of ``val``; the forward runs in chunks."""
+        model.eval()
+        val = val.to(self.device)
+        raw: dict[str, list[torch.Tensor]] = {name: [] for name in model.heads}
+        for start in range(0, len(val), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(val)), device=self.device)
+            with self._autocast():
+                out = model(val.batch(idx))
+            for name in model.heads:
+                raw[name].append(out.heads[name].float())
+        total = 0.0
+        for name, head in model.heads.items():
+            outputs = torch.cat(raw[name])
+            if head.kind == "classification":
+                part = head.loss(outputs, val.labels[name])
+            else:
+                part = head.loss(outputs, val.time, val.event)
+            total += model.weights[name] * float(part)
+        return total
 
     # ---------------------------------------------------------------- predict
     @torch.no_grad()

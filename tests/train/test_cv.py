@@ -246,3 +246,30 @@ def test_cli_benchmark_evaluate_and_validate(cohort, tmp_path, capsys):
         == 0
     )
     assert 0 <= json.loads(out.read_text())["metrics"]["c_index"] <= 1
+
+
+def test_monitor_loss_scores_the_whole_validation_set(cohort):
+    from graphmed.errors import GraphMedError
+    from graphmed.losses import cox_ph_loss
+
+    cfg = _config("train.monitor=loss", "train.epochs=5", "train.patience=10")
+    fitted = fit_data(cohort, cfg)
+    graphs = fitted.graphs(cohort)
+    model = build_model(fitted, graphs, cohort)
+    trainer = Trainer(cfg.train)
+    history = trainer.fit(model, graphs.subset(range(60)), graphs.subset(range(60, 90)))
+    val = graphs.subset(range(60, 90))
+    # the kept weights are those of the epoch with the lowest validation loss
+    scores = [h["val_score"] for h in history["history"]]
+    assert history["best_epoch"] == int(np.argmax(scores))
+    # the loss of the whole set at once, the same whichever chunk size the forward uses
+    risk = torch.as_tensor(trainer.predict(model, val).risk)
+    expected = float(cox_ph_loss(risk, val.time.cpu(), val.event.cpu()))
+    assert trainer.validation_loss(model, val) == pytest.approx(expected, rel=1e-5)
+    assert trainer.validation_loss(model, val, batch_size=7) == pytest.approx(expected, rel=1e-5)
+    assert trainer.validation_score(model, val) == pytest.approx(-expected, rel=1e-5)
+    # c_index (the default) scores the same model by its validation C-index
+    by_c = Trainer(_config().train).validation_score(model, val)
+    assert 0.0 <= by_c <= 1.0 and by_c != pytest.approx(-expected)
+    with pytest.raises(GraphMedError, match="monitor"):
+        _config("train.monitor=auc")
