@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphmed._atomic import write_json, write_text  # noqa: E402
-from graphmed.train.config import experiment_to_dict, load_experiment  # noqa: E402
+from graphmed.train.config import ExperimentConfig, experiment_to_dict, load_experiment  # noqa: E402
 from graphmed.train.cv import hide_modalities, make_folds  # noqa: E402
 
 COHORTS = ["breast_cancer", "nki70", "gse1992", "gse4335", "gse3143"]
@@ -263,11 +263,16 @@ BAG_OPTIONS = {
 
 
 def _comparable(spec: dict, task: dict) -> dict:
-    """``spec`` without the options that cannot change a result on a cohort without bags."""
-    kinds = {m.kind for m in load_cohort(task["cohort"], task["max_genes"]).modalities.values()}
-    if "config" not in spec or "bag" in kinds:
+    """``spec`` as its result was made: options added to the config since then take
+    their default (which is what the older code did), and on a cohort without bags
+    the options that cannot change a result are left out."""
+    if "config" not in spec:
         return spec
-    config = {k: dict(v) for k, v in spec["config"].items()}
+    defaults = experiment_to_dict(ExperimentConfig())
+    config = {k: {**defaults.get(k, {}), **v} for k, v in spec["config"].items()}
+    kinds = {m.kind for m in load_cohort(task["cohort"], task["max_genes"]).modalities.values()}
+    if "bag" in kinds:
+        return {**spec, "config": config}
     for section, keys in BAG_OPTIONS.items():
         for key in keys:
             config[section].pop(key, None)

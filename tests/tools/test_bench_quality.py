@@ -63,3 +63,13 @@ def test_masked_tests_hide_the_same_patients_for_every_call(bench):
         assert a[name].present_mask().equals(b[name].present_mask())
     assert (~a["expression 60%"].present_mask()["expression"]).sum() == 30
     assert a["expression 60%"].present_mask()["clinical"].all()
+
+
+def test_results_made_before_an_option_existed_still_match(bench, tmp_path):
+    args = bench.parse_args(["--quick", "--methods", "graphmed", "--out", str(tmp_path)])
+    task = bench.make_tasks(args, tmp_path)[0]
+    older = json.loads(json.dumps(task["spec"]))
+    del older["config"]["train"]["monitor"]  # as written before train.monitor existed
+    assert bench._comparable(older, task) == bench._comparable(task["spec"], task)
+    older["config"]["train"]["lr"] = 0.5  # a real difference still shows
+    assert bench._comparable(older, task) != bench._comparable(task["spec"], task)
