@@ -75,7 +75,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 20
     val_fraction: float = 0.2
-    monitor: Literal["c_index", "loss"] = "c_index"
+    monitor: Literal["loss", "c_index"] = "loss"
     feature_noise: float = 0.0
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
