@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphmed._atomic import write_json, write_text  # noqa: E402
-from graphmed.train.config import ExperimentConfig, experiment_to_dict, load_experiment  # noqa: E402
+from graphmed.train.config import experiment_to_dict, load_experiment  # noqa: E402
 from graphmed.train.cv import hide_modalities, make_folds  # noqa: E402
 
 COHORTS = ["breast_cancer", "nki70", "gse1992", "gse4335", "gse3143"]
@@ -155,7 +155,9 @@ def run_task(task: dict) -> dict:
             "best_epoch": h["best_epoch"],
             "epochs_run": h["epochs_run"],
             "fit_c": harrell_c(fit_c.time, fit_c.event, fm.predict(fit_c).risk),
-            "val_c": h["best_score"],
+            # the C-index of the kept weights on the validation part (the early-stopping
+            # score itself is minus the validation loss under train.monitor=loss)
+            "val_c": harrell_c(val_c.time, val_c.event, fm.predict(val_c).risk),
             "val_curve": [round(e["val_score"], 4) for e in h["history"]],
             "loss_curve": [round(e["train_loss"], 4) for e in h["history"]],
         }
@@ -262,14 +264,18 @@ BAG_OPTIONS = {
 }
 
 
+ADDED_OPTIONS = {"train": {"monitor": "c_index"}}
+"""Options added after results were first saved, with the value that gives the
+behaviour of the code before them (a result saved without the option was made so)."""
+
+
 def _comparable(spec: dict, task: dict) -> dict:
     """``spec`` as its result was made: options added to the config since then take
-    their default (which is what the older code did), and on a cohort without bags
-    the options that cannot change a result are left out."""
+    the value the older code behaved as (``ADDED_OPTIONS``), and on a cohort without
+    bags the options that cannot change a result are left out."""
     if "config" not in spec:
         return spec
-    defaults = experiment_to_dict(ExperimentConfig())
-    config = {k: {**defaults.get(k, {}), **v} for k, v in spec["config"].items()}
+    config = {k: {**ADDED_OPTIONS.get(k, {}), **v} for k, v in spec["config"].items()}
     kinds = {m.kind for m in load_cohort(task["cohort"], task["max_genes"]).modalities.values()}
     if "bag" in kinds:
         return {**spec, "config": config}

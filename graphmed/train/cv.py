@@ -192,7 +192,8 @@ def run_fold(cohort, config, tr, te, repeat, fold, fold_dir, resume, include_gra
         "test_present": test_c.present_mask().mean().round(4).to_dict(),
         "best_epoch": history["best_epoch"],
         "epochs_run": history["epochs_run"],
-        "best_val_c_index": history["best_score"],
+        "monitor": config.train.monitor,
+        "best_val_score": history["best_score"],  # C-index, or minus the loss (monitor)
         "methods": methods,
     }
     return result, frame
