@@ -204,6 +204,13 @@ class Trainer:
                 )
         return -self.validation_loss(model, val)
 
+    def _forward_chunks(self, model: GraphMedModel, graphs: PatientGraphs, batch_size: int):
+        """Model outputs for ``graphs`` (already on the device), ``batch_size`` at a time."""
+        for start in range(0, len(graphs), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(graphs)), device=self.device)
+            with self._autocast():
+                yield model(graphs.batch(idx))
+
     @torch.no_grad()
     def validation_loss(
         self, model: GraphMedModel, val: PatientGraphs, batch_size: int = 1024
@@ -212,10 +219,7 @@ class Trainer:
         model.eval()
         val = val.to(self.device)
         raw: dict[str, list[torch.Tensor]] = {name: [] for name in model.heads}
-        for start in range(0, len(val), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(val)), device=self.device)
-            with self._autocast():
-                out = model(val.batch(idx))
+        for out in self._forward_chunks(model, val, batch_size):
             for name in model.heads:
                 raw[name].append(out.heads[name].float())
         total = 0.0
@@ -238,10 +242,7 @@ class Trainer:
         model.to(self.device)
         graphs = graphs.to(self.device)
         parts: dict[str, list[torch.Tensor]] = {}
-        for start in range(0, len(graphs), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(graphs)), device=self.device)
-            with self._autocast():
-                out = model(graphs.batch(idx))
+        for out in self._forward_chunks(model, graphs, batch_size):
             net = out.net
             row = {
                 "embedding": net.embedding,
