@@ -43,7 +43,13 @@ from graphmed._atomic import write_json, write_text  # noqa: E402
 from graphmed.train.config import experiment_to_dict, load_experiment  # noqa: E402
 from graphmed.train.cv import hide_modalities, make_folds  # noqa: E402
 
-COHORTS = ["breast_cancer", "nki70", "gse1992", "gse4335", "gse3143"]
+SMALL = ["breast_cancer", "nki70", "gse1992", "gse4335", "gse3143"]
+TCGA = ["tcga_blca", "tcga_brca", "tcga_luad", "tcga_ucec", "tcga_coadread", "tcga_lusc"]
+COHORTS = [*TCGA, *SMALL]
+TCGA_ROOT = Path(
+    os.environ.get("GRAPHMED_TCGA", Path(__file__).resolve().parents[2] / "shared/data/tcga")
+)
+"""Where the TCGA cohort folders are read from (``$GRAPHMED_TCGA``, else ``../shared/data/tcga``)."""
 ABLATIONS = {
     "graphmed": [],
     "graphmed-zero": ["model.completion=zero"],
@@ -52,10 +58,18 @@ ABLATIONS = {
     "graphmed-homog": ["model.heterogeneous=false"],
     "graphmed-nometa": ["model.metapath_level=false"],
 }
-BASELINES = ["coxnet", "rsf", "mlp_zero", "best_single"]
+BASELINES = ["coxnet", "coxnet_free", "rsf", "mlp_zero", "mlp_mean", "best_single", "rsf_single"]
+"""``best_single`` also reports CoxNet on each modality (``coxnet:<m>``), ``rsf_single``
+RSF on each modality (``rsf:<m>``)."""
 METHODS = [*ABLATIONS, *BASELINES]
 QUICK_MODEL = ["model.hidden=8", "model.heads=2", "model.layers=1", "train.epochs=1"]
-QUICK_BASELINE = {"rsf": {"n_estimators": 10}, "mlp_zero": {"epochs": 3}, "coxnet": {"n_alphas": 8}}
+QUICK_BASELINE = {
+    "rsf": {"n_estimators": 10},
+    "mlp_zero": {"epochs": 3},
+    "mlp_mean": {"epochs": 3},
+    "coxnet": {"n_alphas": 8},
+    "coxnet_free": {"n_alphas": 8},
+}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,9 +77,16 @@ ROOT = Path(__file__).resolve().parents[1]
 @functools.lru_cache(maxsize=4)
 def load_cohort(name: str, max_genes: int | None):
     """The recipe's cohort, vector modalities capped to ``max_genes`` (fitted per fold)."""
-    from graphmed.data.recipes import load_recipe
+    if name in TCGA:
+        from graphmed.data.io import read_cohort
 
-    cohort = load_recipe(name)
+        if not (TCGA_ROOT / name).is_dir():
+            raise SystemExit(f"{TCGA_ROOT / name} not found; set GRAPHMED_TCGA to the folder")
+        cohort = read_cohort(TCGA_ROOT / name)
+    else:
+        from graphmed.data.recipes import load_recipe
+
+        cohort = load_recipe(name)
     for spec in cohort.modalities.values():
         if spec.kind == "vector" and max_genes is not None:
             spec.options["max_features"] = min(spec.options.get("max_features", 1e12), max_genes)
@@ -112,14 +133,23 @@ def prefilter(train_c, test_c, max_genes: int | None):
     return replace(train_c, data=data_tr), replace(test_c, data=data_te)
 
 
+def widest(cohort) -> str:
+    """``rnaseq`` when the cohort has it, else its widest vector modality."""
+    if "rnaseq" in cohort.modalities:
+        return "rnaseq"
+    vectors = [m for m, spec in cohort.modalities.items() if spec.kind == "vector"]
+    return max(vectors or cohort.modality_names, key=lambda m: cohort.data[m].shape[1])
+
+
 def masked_tests(test_c, modalities: list[str], rates: list[float], seed: int) -> dict:
     """Setting name -> test cohort: nothing hidden, then each modality at each rate."""
     tests = {"none": test_c}
-    for j, mod in enumerate(modalities):
+    for j, name in enumerate(modalities):
+        mod = widest(test_c) if name == "widest" else name  # the setting keeps the asked name
         for rate in rates:
             if rate > 0:
                 s = seed * 7919 + 31 * j + int(round(rate * 100))
-                tests[f"{mod} {int(round(rate * 100))}%"] = hide_modalities(test_c, {mod: rate}, s)
+                tests[f"{name} {int(round(rate * 100))}%"] = hide_modalities(test_c, {mod: rate}, s)
     return tests
 
 
@@ -163,8 +193,11 @@ def run_task(task: dict) -> dict:
         }
     else:
         quick = task["quick"]
+        per_modality = {"best_single": "coxnet", "rsf_single": "rsf"}
         names = (
-            [f"coxnet:{m}" for m in train_c.modality_names] if method == "best_single" else [method]
+            [f"{per_modality[method]}:{m}" for m in train_c.modality_names]
+            if method in per_modality
+            else [method]
         )
         inner = {}
         for name in names:
@@ -264,7 +297,11 @@ BAG_OPTIONS = {
 }
 
 
-ADDED_OPTIONS = {"train": {"monitor": "c_index"}}
+ADDED_OPTIONS = {
+    "train": {"monitor": "c_index"},
+    "graph": {"max_tokens": None},
+    "model": {"linear_path": False},
+}
 """Options added after results were first saved, with the value that gives the
 behaviour of the code before them (a result saved without the option was made so)."""
 
@@ -305,9 +342,9 @@ def run_all(tasks: list[dict], jobs: int, log=print) -> int:
     def done(i: int, result: dict, task: dict) -> None:
         write_json(task["path"], result)
         left = (time.time() - t0) / i * (len(todo) - i)
-        c = result["results"][task["key"]]["none"]["c_index"]
+        cs = "  ".join(f"{k} {v['none']['c_index']:.3f}" for k, v in result["results"].items())
         log(
-            f"[{i}/{len(todo)}] {task['cohort']} {task['split']} {task['key']}: C {c:.3f}, "
+            f"[{i}/{len(todo)}] {task['cohort']} {task['split']} {task['key']}: C {cs}, "
             f"{result['seconds']:.0f} s (about {left / 60:.0f} min left)"
         )
 
@@ -328,8 +365,8 @@ def run_all(tasks: list[dict], jobs: int, log=print) -> int:
 
 
 # ------------------------------------------------------------------ the report
-def collect(root: Path, cohorts: list[str]) -> dict:
-    """Cohort -> method -> setting -> split -> C-index, plus the per-fold extras."""
+def collect(root: Path, cohorts: list[str], metric: str = "c_index") -> dict:
+    """Cohort -> method -> setting -> split -> ``metric``, plus the per-fold extras."""
     scores: dict = {}
     extras: dict = {}
     for cohort in cohorts:
@@ -337,8 +374,10 @@ def collect(root: Path, cohorts: list[str]) -> dict:
             r = json.loads(path.read_text())
             for name, per in r["results"].items():
                 for setting, m in per.items():
+                    if metric not in m:  # results made before the metric existed
+                        continue
                     cell = scores.setdefault(cohort, {}).setdefault(name, {})
-                    cell.setdefault(setting, {})[r["split"]] = m["c_index"]
+                    cell.setdefault(setting, {})[r["split"]] = m[metric]
             if r["extra"]:
                 extras.setdefault(cohort, {}).setdefault(r["method"], []).append(r["extra"])
     return {"scores": scores, "extras": extras}
@@ -369,6 +408,98 @@ def paired(collected: dict, reference: str) -> dict:
                     "worse": int((diffs < 0).sum()),
                 }
     return out
+
+
+def is_baseline(name: str) -> bool:
+    return name.split(":")[0] in {*BASELINES, "rsf"}
+
+
+def versus_best(collected: dict, reference: str, setting: str = "none") -> dict:
+    """Per cohort: ``reference`` against the best baseline and the MLP, paired by fold.
+
+    The best baseline of a cohort is the baseline with the highest mean C over
+    that cohort's test folds: picked on the test folds, so it is an optimistic
+    bar that no single pre-chosen baseline would reach.
+    """
+    out: dict = {}
+    for cohort, per in collected["scores"].items():
+        if reference not in per or setting not in per[reference]:
+            continue
+        ref = per[reference][setting]
+        means = {
+            m: float(np.mean([v[split] for split in ref if split in v]))
+            for m, cells in per.items()
+            if is_baseline(m) and (v := cells.get(setting)) and set(ref) <= set(v)
+        }
+        if not means:
+            continue
+        best = max(means, key=means.get)
+        row = {"reference": float(np.mean(list(ref.values()))), "n": len(ref), "best": best}
+        for label, name in (("best", best), ("mlp", "mlp_zero")):
+            if name not in means:
+                continue
+            d = np.array([ref[k] - per[name][setting][k] for k in ref])
+            row[label] = {
+                "name": name,
+                "mean": means[name],
+                "diff": float(d.mean()),
+                "better": int((d > 0).sum()),
+                "worse": int((d < 0).sum()),
+            }
+        out[cohort] = row
+    return out
+
+
+def _versus_lines(vs: dict, reference: str) -> list[str]:
+    if not vs:
+        return []
+    lines = [
+        "",
+        f"{reference} against the best baseline of each cohort (the baseline with the highest "
+        "mean C on that cohort's test folds, an optimistic bar) and against the early-fusion "
+        "MLP, nothing hidden; paired differences over the same folds, with folds better : worse:",
+        "",
+        _row("cohort", reference, "best baseline", "its C", "difference", "mlp_zero", "difference"),
+        _rule(7),
+    ]
+    for cohort, r in vs.items():
+        b, m = r.get("best", {}), r.get("mlp", {})
+        cells = [f"{r['reference']:.3f}", b.get("name", ""), f"{b.get('mean', np.nan):.3f}"]
+        cells.append(f"{b['diff']:+.3f} ({b['better']}:{b['worse']})" if b else "")
+        cells.append(f"{m['mean']:.3f}" if m else "")
+        cells.append(f"{m['diff']:+.3f} ({m['better']}:{m['worse']})" if m else "")
+        lines.append(_row(cohort, *cells))
+    ref = np.mean([r["reference"] for r in vs.values()])
+    best = np.mean([r["best"]["mean"] for r in vs.values() if "best" in r])
+    wins = sum(r["mlp"]["diff"] > 0 for r in vs.values() if "mlp" in r)
+    lines += [
+        "",
+        f"Mean over these {len(vs)} cohorts: {reference} {ref:.3f}, best baseline {best:.3f} "
+        f"({ref - best:+.3f}); ahead of mlp_zero in {wins} of "
+        f"{sum('mlp' in r for r in vs.values())}.",
+    ]
+    return lines
+
+
+def _uno_lines(uno: dict) -> list[str]:
+    """Uno's C (truncated at tau, see graphmed.metrics) with nothing hidden."""
+    scores = uno["scores"]
+    if not scores:
+        return []
+    lines = [
+        "",
+        "Uno's C-index (IPCW, truncated at tau; nothing hidden), mean ± sd over folds:",
+        "",
+        _row("cohort", "method", "folds", "Uno's C"),
+        _rule(4),
+    ]
+    for cohort, per in scores.items():
+        for name in _method_order(per):
+            v = list(per[name].get("none", {}).values())
+            if v:
+                sd = np.std(v, ddof=1) if len(v) > 1 else np.nan
+                lines.append(_row(cohort, name, len(v), f"{np.mean(v):.3f} ± {sd:.3f}"))
+    return lines
 
 
 def _method_order(names) -> list[str]:
@@ -483,6 +614,7 @@ def markdown(summary: dict, collected: dict, n_patients: dict, reference: str) -
                 for s in settings
             ]
             lines.append(_row(name, *cells))
+    lines += _versus_lines(versus_best(collected, reference), reference)
     lines += _diagnostics_lines(summary, collected)
     return "\n".join(lines) + "\n"
 
@@ -666,6 +798,7 @@ def main(argv=None, log=print) -> dict:
     sizes = {c: load_cohort(c, args.max_genes).n_patients for c in summary["cohorts"]}
     reference = args.reference or f"graphmed@{args.tag}"
     table = markdown(summary, collected, sizes, reference)
+    table += "\n".join(_uno_lines(collect(root, args.cohorts, "uno_c"))) + "\n"
     commands = (root / "commands.log").read_text() if (root / "commands.log").exists() else ""
     info = {"versions": versions(), "commands": commands.splitlines()}
     header = "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
@@ -674,6 +807,7 @@ def main(argv=None, log=print) -> dict:
     write_text(args.md or root / "results.md", header + "\n" + table)
     diag = diagnostics(collected)
     pairs = {"reference": reference, "methods": paired(collected, reference)}
+    pairs["versus_best"] = versus_best(collected, reference)
     write_json(
         args.json or root / "results.json",
         {**info, **summary, "paired": pairs, "diagnostics": diag},

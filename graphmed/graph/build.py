@@ -4,7 +4,8 @@ Every patient becomes a graph with one node type per modality:
 
 * tabular: a node per feature (its standardised value, or its category code);
 * vector: a node per gene group (``groups`` option) or per contiguous chunk of
-  ``chunk_size`` columns (default 8);
+  ``chunk_size`` columns (default 8), chunks widened so that a modality has at
+  most ``max_tokens`` nodes (default 32);
 * bag: a node per instance, at most ``max_instances`` (default 64) of them,
   subsampled (seeded) or pooled to that many k-means prototypes.
 
@@ -213,6 +214,7 @@ def build_graphs(
     max_instances: int = 64,
     bag_pooling: str = "subsample",
     chunk_size: int = 8,
+    max_tokens: int | None = 32,
     seed: int = 0,
     store_dtype: torch.dtype = torch.float32,
     label_classes: dict[str, list[Any]] | None = None,
@@ -227,6 +229,8 @@ def build_graphs(
             option wins).
         bag_pooling: ``"subsample"`` (seeded) or ``"prototypes"`` (k-means).
         chunk_size: Default vector chunk width (a modality's option wins).
+        max_tokens: Cap on the chunk nodes of a vector modality: a wider one gets
+            chunks of ``ceil(width / max_tokens)`` columns. ``None``: no cap.
         seed: Seed of bag subsampling and prototype initialisation.
         store_dtype: dtype of the cached features (float16 halves memory).
         label_classes: Classes per label column (fitted on training patients);
@@ -245,6 +249,8 @@ def build_graphs(
             layout, x, mask = _tabular_nodes(mod, tr, arr)
         elif tr.kind == "vector":
             size = int(options.get("chunk_size", chunk_size))
+            if max_tokens is not None and not options.get("groups"):
+                size = max(size, -(-len(tr.columns) // int(max_tokens)))
             layout, x, mask = _vector_nodes(mod, tr, arr, options.get("groups"), size)
         else:
             cap = int(options.get("max_instances", max_instances))

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..graph.batch import GraphBatch
 from .graphmed_net import GraphMedNet, NetOutput
+from .linear_path import LinearCoxPath
 
 
 @dataclass
@@ -29,6 +30,9 @@ class GraphMedModel(nn.Module):
             labels are ``batch.labels[name]``.
         weights: Head name -> loss weight (default 1).
         steering_weight: Weight of the completion steering loss.
+        linear: A fitted :class:`LinearCoxPath` whose linear predictor is added to
+            the survival head's output (log-risk, or every bin's hazard logit). The
+            head's weights then start at zero, so training starts from the linear model.
     """
 
     def __init__(
@@ -37,6 +41,7 @@ class GraphMedModel(nn.Module):
         heads: dict[str, nn.Module],
         weights: dict[str, float] | None = None,
         steering_weight: float = 0.1,
+        linear: LinearCoxPath | None = None,
     ):
         super().__init__()
         if not heads:
@@ -45,10 +50,25 @@ class GraphMedModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.weights = {name: float((weights or {}).get(name, 1.0)) for name in heads}
         self.steering_weight = steering_weight
+        self.linear = linear
+        if linear is not None:
+            if "survival" not in heads:
+                raise ValueError("a linear path needs a survival head")
+            with torch.no_grad():
+                head = heads["survival"].linear
+                head.weight.zero_()
+                if head.bias.numel() == 1:  # a Cox head: its bias is meaningless anyway
+                    head.bias.zero_()
 
     def forward(self, batch: GraphBatch) -> ModelOutput:
         out = self.net(batch)
-        return ModelOutput(out, {name: head(out.embedding) for name, head in self.heads.items()})
+        raw = {name: head(out.embedding) for name, head in self.heads.items()}
+        if self.linear is not None:
+            # the modalities the network used: missing and hidden ones enter at their mean
+            lp = self.linear(batch.x, batch.node_mask, ~out.completed).to(raw["survival"].dtype)
+            s = raw["survival"]
+            raw["survival"] = s + (lp if s.dim() == 1 else lp[:, None])
+        return ModelOutput(out, raw)
 
     def loss(
         self, batch: GraphBatch, output: ModelOutput

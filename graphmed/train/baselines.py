@@ -117,24 +117,52 @@ class CoxNetBaseline(_FusionBaseline):
         inner_folds: int = 3,
         max_vector_features: int | None = 200,
         bag_pooling: str = "mean",
+        free_tabular: bool = False,
     ):
         super().__init__(impute, modalities, max_vector_features, bag_pooling, seed)
         self.l1_ratio, self.alpha_min_ratio = l1_ratio, alpha_min_ratio
         self.n_alphas, self.inner_folds = n_alphas, inner_folds
+        self.free_tabular = free_tabular
+
+    @property
+    def name(self) -> str:
+        return ("coxnet_free" if self.free_tabular else "coxnet") + super().name[len("coxnet") :]
 
     def fit(self, train: Cohort) -> CoxNetBaseline:
         x = self._train_features(train)
+        factor = None
+        if self.free_tabular:
+            kinds = {m: t.kind for m, t in self.features_.preprocessor_.transforms_.items()}
+            tabular = np.array(
+                [kinds[n.split(":", 1)[0]] == "tabular" for n in self.features_.feature_names_]
+            )
+            factor = tabular_penalty(tabular, int(train.event.sum()))
+        return self.fit_arrays(x, train.time, train.event, penalty_factor=factor)
+
+    def fit_arrays(
+        self,
+        x: np.ndarray,
+        time: np.ndarray,
+        event: np.ndarray,
+        penalty_factor: np.ndarray | None = None,
+    ) -> CoxNetBaseline:
+        """Fit on a ready design matrix ``x (P, F)`` (what :meth:`fit` does after its features).
+
+        ``penalty_factor`` (``(F,)``, sksurv's): 0 leaves a column unpenalised.
+        """
+        time, event = np.asarray(time, dtype=float), np.asarray(event)
+        self.penalty_factor_ = penalty_factor
         self.scaler_ = StandardScaler().fit(x)
         x = self.scaler_.transform(x)
-        y = Surv.from_arrays(train.event.astype(bool), train.time)
+        y = Surv.from_arrays(event.astype(bool), time)
         self.fallback_: str | None = None
         first = self._fit_path(x, y, None)  # only to learn alpha_max from sksurv
         if first is None:
             self.alphas_, self.cv_scores_ = np.zeros(0), np.zeros((0, 0))
-            return self._fit_lifelines(x, train)
+            return self._fit_lifelines(x, time, event)
         top = float(first.alphas_[0])
         self.alphas_ = np.geomspace(top, top * self.alpha_min_ratio, self.n_alphas)
-        self.cv_scores_ = self._inner_cv(x, y, train.event)
+        self.cv_scores_ = self._inner_cv(x, y, event)
         mean = self.cv_scores_.mean(0)
         best = int(np.nanargmax(mean)) if np.isfinite(mean).any() else 0
         for i in range(best, -1, -1):  # fall back to larger alphas
@@ -146,13 +174,15 @@ class CoxNetBaseline(_FusionBaseline):
                         f"alpha {self.alphas_[best]:.4g} failed; used {self.alpha_:.4g}"
                     )
                 return self
-        return self._fit_lifelines(x, train)
+        return self._fit_lifelines(x, time, event)
 
     def _fit_path(self, x, y, alphas, baseline: bool = False) -> CoxnetSurvivalAnalysis | None:
         """A fitted path, or None when it fails or does not converge."""
         opts: dict[str, Any] = (
             {"n_alphas": 2, "alpha_min_ratio": 0.999} if alphas is None else {"alphas": alphas}
         )
+        if getattr(self, "penalty_factor_", None) is not None:
+            opts["penalty_factor"] = self.penalty_factor_
         model = CoxnetSurvivalAnalysis(l1_ratio=self.l1_ratio, fit_baseline_model=baseline, **opts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "all coefficients are zero"
@@ -176,14 +206,26 @@ class CoxNetBaseline(_FusionBaseline):
                 scores[f, i] = _c_index(y[va], risk)
         return scores
 
-    def _fit_lifelines(self, x: np.ndarray, train: Cohort) -> CoxNetBaseline:
+    def _fit_lifelines(self, x: np.ndarray, time: np.ndarray, event: np.ndarray) -> CoxNetBaseline:
         from lifelines import CoxPHFitter
 
-        frame = _frame(x).assign(time=train.time, event=train.event)
+        frame = _frame(x).assign(time=time, event=event)
         self.model_, self.alpha_ = CoxPHFitter(penalizer=0.1), float("nan")
         self.model_.fit(frame, duration_col="time", event_col="event")
         self.fallback_ = "lifelines CoxPHFitter(penalizer=0.1)"
         return self
+
+    def linear_map(self) -> tuple[np.ndarray, float]:
+        """``(w, b)`` with ``predict(x) == x @ w + b`` on unscaled features (the model is linear)."""
+        width = self.scaler_.n_features_in_
+        origin = self._predict(np.zeros((1, width)))[0]
+        w = np.concatenate(
+            [
+                self._predict(np.eye(min(512, width - k), width, k)) - origin  # unit vectors
+                for k in range(0, width, 512)
+            ]
+        )
+        return np.asarray(w, dtype=np.float64), float(origin)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         x = self.scaler_.transform(x)
@@ -327,8 +369,24 @@ class MLPBaseline(_FusionBaseline):
             return self.model_(x).reshape(-1).double().numpy()
 
 
+def tabular_penalty(tabular: np.ndarray, n_events: int) -> np.ndarray | None:
+    """Penalty factors leaving narrow clinical tables unpenalised, or None.
+
+    Clinical covariates (age, stage, ...) are few and strong; under one
+    elastic-net penalty with thousands of genes they are shrunk with them. They
+    are left unpenalised when there are at most ``n_events / 10`` of them (the
+    rule of ten events per variable of an unpenalised Cox model); otherwise
+    every column is penalised alike (None).
+    """
+    tabular = np.asarray(tabular, dtype=bool)
+    if not tabular.any() or tabular.all() or tabular.sum() > n_events / 10:
+        return None
+    return np.where(tabular, 0.0, 1.0)
+
+
 _REGISTRY: dict[str, tuple[type, dict[str, Any]]] = {
     "coxnet": (CoxNetBaseline, {}),
+    "coxnet_free": (CoxNetBaseline, {"free_tabular": True}),
     "rsf": (RSFBaseline, {}),
     "mlp_zero": (MLPBaseline, {"impute": "zero"}),
     "mlp_mean": (MLPBaseline, {"impute": "mean"}),

@@ -54,6 +54,7 @@ class FittedData:
             max_instances=g.max_instances,
             bag_pooling=g.bag_pooling,
             chunk_size=g.chunk_size,
+            max_tokens=g.max_tokens,
             seed=self.config.train.seed,
             label_classes=self.label_classes,
         )
@@ -164,7 +165,17 @@ def build_model(
         weights[task.label] = task.label_weight
     if task.survival == "none":
         heads.pop("survival", None)
-    return GraphMedModel(net, heads, weights, m.steering_weight if m.steering != "none" else 0.0)
+    linear = None
+    if m.linear_path and "survival" in heads:
+        from ..nn.linear_path import LinearCoxPath
+
+        linear = LinearCoxPath(train_graphs.layouts)
+        if fit_priors:  # a loaded model gets its coefficients from its state_dict
+            from .linear import fit_linear_path
+
+            fit_linear_path(linear, train_graphs, seed=config.train.seed)
+    steering = m.steering_weight if m.steering != "none" else 0.0
+    return GraphMedModel(net, heads, weights, steering, linear=linear)
 
 
 def stratify_key(cohort: Cohort, label: str | None = None) -> np.ndarray:

@@ -23,6 +23,9 @@ class GraphConfig:
     max_instances: int = 64
     bag_pooling: Literal["subsample", "prototypes"] = "subsample"
     chunk_size: int = 8
+    max_tokens: int | None = 32
+    """Cap on the nodes of a vector modality: wider ones get chunks of
+    ``ceil(width / max_tokens)`` columns (``None``: always ``chunk_size``)."""
     max_features: int | None = 2000
     standardize_bags: bool = True
 
@@ -47,6 +50,9 @@ class ModelConfig:
     metapaths: Any = "auto"
     """``"auto"`` (enumerated from the relation graph), ``"random"`` or a list of specs."""
     metapath_max_length: int = 2
+    linear_path: bool = False
+    """Add a frozen elastic-net Cox model on the inputs (fitted on the training patients,
+    alpha by inner CV) to the survival head; the graph learns the rest."""
     bag_tokens: int | None = 16
     """Pool each bag to this many nodes before the graph (gated attention, linear in the
     bag size); ``None`` keeps one node per instance (attention quadratic in the bag)."""

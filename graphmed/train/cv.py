@@ -177,7 +177,10 @@ def run_fold(cohort, config, tr, te, repeat, fold, fold_dir, resume, include_gra
     for name in ev.baselines:
         from .baselines import make_baseline
 
-        baseline = make_baseline(name, seed=config.train.seed).fit(train_c)
+        # the baselines see the same columns as graphmed (its variance filter's cap)
+        baseline = make_baseline(
+            name, seed=config.train.seed, max_vector_features=config.graph.max_features
+        ).fit(train_c)
         risk = baseline.predict_risk(test_c)
         methods[name] = survival_metrics(
             train_c.time, train_c.event, test_c.time, test_c.event, risk, horizons=ev.horizons

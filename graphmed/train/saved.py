@@ -220,7 +220,7 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
         state = torch.load(weights, map_location=device, weights_only=True)
     except (json.JSONDecodeError, RuntimeError, OSError) as err:
         raise GraphMedError(f"cannot read the model in '{path}': {err}") from err
-    config = experiment_from_dict(meta["config"])
+    config = experiment_from_dict(_with_added_options(meta["config"]))
     fitted = FittedData(
         CohortPreprocessor.from_dict(meta["fitted"]["preprocessor"]),
         RelationGraph.from_dict(meta["fitted"]["relations"]),
@@ -298,6 +298,15 @@ def _load_device(device: str) -> torch.device:
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+ADDED_OPTIONS = {"graph": {"max_tokens": None}, "model": {"linear_path": False}}
+"""Options added since models were first saved, with the value that reads an older
+model as it was made (a config saved without the option behaved so)."""
+
+
+def _with_added_options(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: {**ADDED_OPTIONS.get(k, {}), **v} for k, v in config.items()}
 
 
 def _shell_graphs(layouts: dict[str, ModalityLayout]) -> PatientGraphs:

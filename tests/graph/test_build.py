@@ -288,3 +288,15 @@ def test_bag_nodes_do_not_depend_on_other_patients(cohort, preprocessor, graphs,
     alone = build_graphs(cohort.subset(test_ids), preprocessor, max_instances=8)
     rows = [graphs.patient_ids.index(p) for p in test_ids]
     assert torch.equal(alone.x["wsi"], graphs.x["wsi"][rows])
+
+
+def test_max_tokens_widens_chunks_of_wide_vectors(cohort, preprocessor):
+    capped = build_graphs(cohort, preprocessor, chunk_size=2, max_tokens=4)
+    lay = capped.layouts["expr"]
+    assert lay.n_nodes == 4 and lay.node_dim == 5  # 20 genes in 4 chunks of 5
+    free = build_graphs(cohort, preprocessor, chunk_size=2, max_tokens=None)
+    assert free.layouts["expr"].n_nodes == 10
+    # the same values, only regrouped
+    assert torch.allclose(
+        capped.x["expr"].reshape(len(capped), -1), free.x["expr"].reshape(len(free), -1)
+    )

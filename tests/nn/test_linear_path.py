@@ -1,0 +1,111 @@
+"""The linear Cox path beside the graph: its design matrix, its fit, the model's output."""
+
+import numpy as np
+import pytest
+import torch
+
+import graphmed
+from graphmed.metrics import harrell_c
+from graphmed.nn.linear_path import LinearCoxPath
+from graphmed.train.baselines import CoxNetBaseline, tabular_penalty
+from graphmed.train.builder import build_model, fit_data
+from graphmed.train.config import load_experiment
+from graphmed.train.linear import fit_linear_path
+
+FAST = ["model.hidden=16", "model.heads=2", "model.layers=1", "train.epochs=2"]
+
+
+def test_features_width_zeros_where_unavailable_and_one_hot_codes(graphs):
+    path = LinearCoxPath(graphs.layouts)
+    x = path.features(graphs.x, graphs.node_mask, graphs.present)
+    assert x.shape == (len(graphs), path.width)
+    widths = path.widths()
+    clinical = graphs.layouts["clinical"]
+    # numeric columns as they are, the categorical grade one-hot over its codes
+    assert widths["clinical"] == (clinical.n_nodes - 1) + clinical.categorical[2]
+    assert widths["wsi"] == graphs.layouts["wsi"].node_dim  # the mean instance
+    start = 0
+    for j, m in enumerate(graphs.modalities):
+        block = x[:, start : start + widths[m]]
+        assert torch.all(block[~graphs.present[:, j]] == 0)
+        start += widths[m]
+    grade = x[:, 2 : 2 + clinical.categorical[2]]
+    has = graphs.present[:, 0]
+    assert torch.all(grade[has].sum(1) == 1)  # exactly one code per patient
+
+
+def test_coefficients_check_their_width(graphs):
+    path = LinearCoxPath(graphs.layouts)
+    with pytest.raises(ValueError, match=f"expected {path.width} coefficients, got 3"):
+        path.set_coefficients(np.zeros(3), 0.0)
+
+
+def test_linear_map_reproduces_coxnet_predictions():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 6)) * [1, 2, 3, 0.5, 1, 4] + 5
+    time = np.exp(-x[:, 0] + rng.normal(size=120))
+    event = (rng.random(120) < 0.7).astype(int)
+    cox = CoxNetBaseline(n_alphas=10).fit_arrays(x, time, event)
+    w, b = cox.linear_map()
+    assert np.allclose(x @ w + b, cox._predict(x), atol=1e-8)
+
+
+def test_tabular_penalty_frees_narrow_clinical_tables_only():
+    tabular = np.array([True, True, False, False, False])
+    assert tabular_penalty(tabular, n_events=40).tolist() == [0, 0, 1, 1, 1]
+    assert tabular_penalty(tabular, n_events=19) is None  # 2 columns need 20 events
+    assert tabular_penalty(np.zeros(3, bool), n_events=100) is None
+    assert tabular_penalty(np.ones(3, bool), n_events=100) is None
+
+
+@pytest.fixture(scope="module")
+def linear_cohort():
+    """Risk driven by a main effect of expression: what a linear path should find."""
+    return graphmed.make_synthetic_cohort(160, missing={"wsi": 0.3}, bag_size=(4, 8), seed=5)
+
+
+def test_fitted_path_ranks_training_patients_and_model_starts_from_it(linear_cohort):
+    config = load_experiment(None, [*FAST, "model.linear_path=true"])
+    fitted = fit_data(linear_cohort, config)
+    graphs = fitted.graphs(linear_cohort)
+    model = build_model(fitted, graphs, linear_cohort).eval()
+    path = model.linear
+    assert path is not None and torch.count_nonzero(path.weight) > 0
+    lp = path(graphs.x, graphs.node_mask, graphs.present)
+    c = harrell_c(linear_cohort.time, linear_cohort.event, lp.numpy())
+    assert c > 0.65, c
+    # the head starts at zero: the untrained model's log-risk is the linear predictor
+    with torch.no_grad():
+        out = model(graphs.batch(np.arange(len(graphs))))
+    assert torch.allclose(out.heads["survival"], lp, atol=1e-5)
+
+
+def test_fit_linear_path_matches_coxnet_on_the_same_matrix(graphs):
+    path = LinearCoxPath(graphs.layouts)
+    cox = fit_linear_path(path, graphs, seed=0)
+    x = path.features(graphs.x, graphs.node_mask, graphs.present).double().numpy()
+    assert np.allclose(
+        path(graphs.x, graphs.node_mask, graphs.present).numpy(), cox._predict(x), atol=1e-4
+    )
+
+
+def test_saved_model_with_linear_path_predicts_the_same(linear_cohort, tmp_path):
+    config = load_experiment(None, [*FAST, "model.linear_path=true", "train.progress=false"])
+    trained, _ = graphmed.fit_final(linear_cohort, config)
+    loaded = graphmed.load_model(trained.save(tmp_path / "model"))
+    assert torch.count_nonzero(loaded.model.linear.weight) > 0
+    a, b = trained.predict(linear_cohort).risk, loaded.predict(linear_cohort).risk
+    assert np.allclose(a, b, atol=1e-5)
+
+
+def test_discrete_head_shifts_every_bin_logit(linear_cohort):
+    config = load_experiment(None, [*FAST, "model.linear_path=true", "task.survival=discrete"])
+    fitted = fit_data(linear_cohort, config)
+    graphs = fitted.graphs(linear_cohort)
+    model = build_model(fitted, graphs, linear_cohort).eval()
+    batch = graphs.batch(np.arange(8))
+    with torch.no_grad():
+        logits = model(batch).heads["survival"]
+        lp = model.linear(batch.x, batch.node_mask, batch.present)
+    bias = model.heads["survival"].linear.bias
+    assert torch.allclose(logits, bias[None, :] + lp[:, None], atol=1e-5)
