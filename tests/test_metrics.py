@@ -27,6 +27,7 @@ from graphmed.metrics import (
     survival_metrics,
     time_dependent_auc,
     uno_c,
+    uno_tau,
 )
 
 
@@ -125,6 +126,79 @@ def test_uno_c_truncates_at_the_training_follow_up():
         assert uno_c(tt, te, t, e, r, tau=1e6) == pytest.approx(ref, abs=1e-12)
 
 
+def late_event_dominates():
+    """A training fold whose censoring survival falls below 0.1 (at 9.5, after 3.775, the
+    75 % quantile of its event times) and a test fold where risk tracks time, except one
+    late event (9.85, censoring weight 1/0.036^2) with the lowest risk of all."""
+    tt = np.linspace(0.1, 10.0, 100)
+    te = tt < 5.0
+    te[::7] = False
+    rng = np.random.default_rng(0)
+    t = np.r_[np.linspace(0.2, 6.0, 40), 9.85, 9.9, 9.95]
+    e = np.r_[rng.random(40) < 0.7, True, False, False]
+    r = np.r_[-t[:40] + rng.normal(0, 0.5, 40), -20.0, -10.0, -10.0]
+    return tt, te, t, e, r
+
+
+def test_untruncated_uno_c_is_dominated_by_one_late_event_and_tau_fixes_it():
+    tt, te, t, e, r = late_event_dominates()
+    flipped = r.copy()
+    flipped[41:] = -30.0  # now the late event outranks the two patients after it
+    harrell = harrell_c(t, e, r)
+    assert harrell == pytest.approx(0.907, abs=1e-3)
+    assert abs(harrell_c(t, e, flipped) - harrell) < 0.01
+    # two pairs of some 600 flip Harrell's C by 0.003, and the untruncated Uno's C by 0.7
+    assert uno_c(tt, te, t, e, r) < 0.3 and uno_c(tt, te, t, e, flipped) > 0.95
+    out = survival_metrics(tt, te, t, e, r)
+    assert out["uno_tau"] == pytest.approx(np.quantile(tt[te], 0.75)) == pytest.approx(3.775)
+    assert abs(out["uno_c"] - harrell) < 0.05
+    assert survival_metrics(tt, te, t, e, flipped)["uno_c"] == out["uno_c"]
+    ref = concordance_index_ipcw(
+        Surv.from_arrays(te, tt), Surv.from_arrays(e, t), r, tau=out["uno_tau"]
+    )[0]
+    assert out["uno_c"] == pytest.approx(ref, abs=1e-12)
+    assert out["uno_c"] == pytest.approx(0.935581, abs=1e-6)  # sksurv 0.28 reference value
+
+
+def test_uno_tau_stops_where_the_censoring_survival_falls_to_a_tenth():
+    tt, te, t, e, r = late_event_dominates()
+    by_hand, g = None, 1.0  # reverse Kaplan-Meier; no tied times here
+    for c in np.sort(tt[~te]):
+        g *= 1 - 1 / (tt >= c).sum()
+        if g <= 0.1:
+            by_hand = c
+            break
+    assert by_hand == pytest.approx(9.5)
+    assert uno_tau(tt, te, horizons=[9.9]) == pytest.approx(by_hand)
+    assert uno_tau(tt, te, horizons=[2.0, 6.0]) == 6.0
+    assert uno_tau(tt, te) == pytest.approx(np.quantile(tt[te], 0.75))
+    out = survival_metrics(tt, te, t, e, r, horizons=[9.9])
+    assert out["uno_tau"] == pytest.approx(9.5)
+    ref = concordance_index_ipcw(Surv.from_arrays(te, tt), Surv.from_arrays(e, t), r, tau=9.5)[0]
+    assert out["uno_c"] == pytest.approx(ref, abs=1e-12)
+    assert uno_tau(tt, np.ones_like(te)) == pytest.approx(np.quantile(tt, 0.75))  # no censoring
+
+
+def test_survival_metrics_honour_an_explicit_tau():
+    tt, te, t, e, r = late_event_dominates()
+    out = survival_metrics(tt, te, t, e, r, tau=5.0)
+    ref = concordance_index_ipcw(Surv.from_arrays(te, tt), Surv.from_arrays(e, t), r, tau=5.0)[0]
+    assert out["uno_tau"] == 5.0 and out["uno_c"] == pytest.approx(ref, abs=1e-12)
+    with pytest.warns(UserWarning, match="clipped to the largest training time"):
+        out = survival_metrics(tt, te, t, e, r, tau=1e6)
+    assert out["uno_tau"] == tt.max() and out["uno_c"] == uno_c(tt, te, t, e, r)
+
+
+def test_uno_c_is_nan_without_training_events():
+    tt, _, t, e, r = late_event_dominates()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        out = survival_metrics(tt, np.zeros_like(tt), t, e, r)
+    assert any("Uno's C needs training events" in str(w.message) for w in record)
+    assert math.isnan(out["uno_c"]) and out["uno_tau"] == tt.max()
+    assert out["c_index"] == harrell_c(t, e, r)
+
+
 # ---------------------------------------------------------------- td-AUC
 def test_time_dependent_auc_equals_sksurv(split):
     tt, te, t, e, r = split
@@ -211,13 +285,16 @@ def test_survival_metrics_collects_every_number(split):
     assert list(out) == [
         "c_index",
         "uno_c",
+        "uno_tau",
         "td_auc_q25",
         "td_auc_q50",
         "td_auc_q75",
         "mean_auc",
         "ibs",
     ]
-    assert out["c_index"] == harrell_c(t, e, r) and out["uno_c"] == uno_c(tt, te, t, e, r)
+    assert out["c_index"] == harrell_c(t, e, r)
+    assert out["uno_tau"] == uno_tau(tt, te)
+    assert out["uno_c"] == uno_c(tt, te, t, e, r, tau=out["uno_tau"])
     auc, mean = time_dependent_auc(tt, te, t, e, r, np.quantile(tt[te], [0.25, 0.5, 0.75]))
     assert [out["td_auc_q25"], out["td_auc_q50"], out["td_auc_q75"]] == auc.tolist()
     assert out["mean_auc"] == mean and out["ibs"] == integrated_brier(tt, te, t, e, surv, times)
@@ -231,6 +308,7 @@ def test_survival_metrics_do_not_crash_without_test_events(split):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = survival_metrics(tt, te, t, np.zeros_like(t), r)
+    assert out.pop("uno_tau") == uno_tau(tt, te)  # a property of the training fold
     assert all(math.isnan(v) for v in out.values())
 
 
