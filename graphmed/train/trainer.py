@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,17 +99,34 @@ class Trainer:
     ) -> dict[str, Any]:
         """Train ``model`` in place; on return it holds the best validation weights.
 
+        Early stopping watches ``train.monitor`` on ``val`` (see
+        :meth:`validation_score`) and keeps the best epoch's weights. It falls
+        back to the training loss -- keeping the weights of the epoch with the
+        lowest training loss, with ``train.patience`` counted on it -- where
+        the validation part cannot rank epochs, and says so with a
+        :class:`UserWarning`:
+
+        - ``val`` has no events and the model has a survival head (no
+          C-index, and a Cox validation loss that is 0 whatever the weights);
+        - the validation score is NaN (or infinite) before any epoch has had
+          a finite one, e.g. a C-index without a comparable pair. A
+          non-finite score after a finite one counts as no improvement.
+
         Args:
             model: The model (priors already fitted on ``train``).
             train: Training graphs.
             val: Validation graphs carved from the training fold (never the
-                test fold); without them the last epoch is kept.
+                test fold); without them the training loss is monitored too.
             checkpoint: File to save the state to after every epoch.
             resume: Continue from ``checkpoint`` if it exists.
 
         Returns:
-            The history: per-epoch training loss and validation score, the best
-            epoch and whether training stopped early.
+            The history: ``history`` (per epoch: ``train_loss`` and
+            ``val_score``, the monitored score, higher is better: minus the
+            training loss where that is monitored), ``best_epoch``,
+            ``best_score``, ``stopped_early``, ``epochs_run`` and
+            ``monitor_used``: ``"c_index"`` or ``"loss"`` (of the validation
+            part), or ``"train_loss"``.
         """
         cfg = self.config
         torch.manual_seed(cfg.seed)
@@ -119,11 +137,20 @@ class Trainer:
         scaler = torch.amp.GradScaler(
             "cuda", enabled=self.device.type == "cuda" and cfg.precision == "fp16"
         )
-        state = {"epoch": 0, "best_score": -np.inf, "best_epoch": 0, "bad": 0, "history": []}
+        state = {
+            "epoch": 0,
+            "best_score": -np.inf,
+            "best_epoch": 0,
+            "bad": 0,
+            "history": [],
+            "monitor_used": None,
+        }
         best_weights = copy.deepcopy(model.state_dict())
         path = Path(checkpoint) if checkpoint else None
         if resume and path is not None and path.exists():
             best_weights = self._load(path, model, optimizer, scaler, state)
+        if state["monitor_used"] is None:
+            state["monitor_used"] = self._monitor(model, val_d)
         n = len(train_d)
         n_batches = max(1, round(n / cfg.batch_size))
         bar = self._progress(cfg.epochs, "train")
@@ -158,7 +185,14 @@ class Trainer:
                     f"training loss became {train_loss} at epoch {epoch}; lower train.lr "
                     "or use train.precision=fp32"
                 )
-            score = self.validation_score(model, val_d) if val_d is not None else -train_loss
+            if state["monitor_used"] == "train_loss":
+                score = -train_loss
+            else:
+                score = self.validation_score(model, val_d)
+                if not np.isfinite(score) and not np.isfinite(state["best_score"]):
+                    self._warn_non_finite(state["monitor_used"], score, epoch, val_d)
+                    state["monitor_used"] = "train_loss"
+                    score = -train_loss
             state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_score": score})
             if score > state["best_score"] + 1e-4:
                 state.update(best_score=score, best_epoch=epoch, bad=0)
@@ -179,29 +213,69 @@ class Trainer:
             "best_score": state["best_score"],
             "stopped_early": stopped or state["bad"] >= cfg.patience,
             "epochs_run": state["epoch"],
+            "monitor_used": state["monitor_used"],
         }
+
+    def _monitor(self, model: GraphMedModel, val: PatientGraphs | None) -> str:
+        """What early stopping can watch: ``"c_index"``, ``"loss"`` or ``"train_loss"``."""
+        if val is None:
+            return "train_loss"
+        survival = any(head.kind != "classification" for head in model.heads.values())
+        if survival and not bool(val.event.any()):
+            warnings.warn(
+                f"early stopping: the validation part ({len(val)} patients) has no events, "
+                "so it cannot rank epochs by survival (no C-index, and a Cox loss of 0 "
+                "whatever the weights); monitoring the training loss instead and keeping the "
+                "epoch with the lowest training loss. Raise train.val_fraction (now "
+                f"{self.config.val_fraction}), or pass validation patients with events.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return "train_loss"
+        return "c_index" if self.config.monitor == "c_index" and survival else "loss"
+
+    def _warn_non_finite(self, monitor: str, score: float, epoch: int, val: PatientGraphs) -> None:
+        what = "C-index" if monitor == "c_index" else "loss"
+        value = score if monitor == "c_index" else -score
+        warnings.warn(
+            f"early stopping: the validation {what} is {value} at epoch {epoch} "
+            f"({len(val)} validation patients, {int(val.event.sum())} events), so it cannot "
+            "tell epochs apart; monitoring the training loss instead and keeping the epoch "
+            f"with the lowest training loss. Raise train.val_fraction (now "
+            f"{self.config.val_fraction}), or check the validation patients' inputs"
+            + (" (or use train.monitor=loss)." if monitor == "c_index" else "."),
+            UserWarning,
+            stacklevel=3,
+        )
 
     @torch.no_grad()
     def validation_score(self, model: GraphMedModel, val: PatientGraphs) -> float:
         """The early-stopping score on the validation graphs (higher is better).
 
-        ``monitor: c_index``: Harrell's C-index of the survival head, or minus
+        ``monitor: c_index``: Harrell's C-index of the survival head (NaN
+        without a comparable pair, or where a risk is not finite), or minus
         the validation loss where there is no survival head or no validation
         event. ``monitor: loss``: minus the validation loss, the weighted sum of
         the head losses over the whole validation set at once (the Cox partial
         likelihood compares each event with its whole risk set), computed in
         evaluation mode.
         """
+        from sksurv.exceptions import NoComparablePairException
         from sksurv.metrics import concordance_index_censored
 
         model.eval()
         if self.config.monitor == "c_index" and val.event.sum() > 0:
             preds = self.predict(model, val)
             if preds.risk is not None:
+                if not np.isfinite(preds.risk).all():
+                    return float("nan")
                 event = val.event.cpu().numpy().astype(bool)
-                return float(
-                    concordance_index_censored(event, val.time.cpu().numpy(), preds.risk)[0]
-                )
+                try:
+                    return float(
+                        concordance_index_censored(event, val.time.cpu().numpy(), preds.risk)[0]
+                    )
+                except NoComparablePairException:
+                    return float("nan")
         return -self.validation_loss(model, val)
 
     def _forward_chunks(self, model: GraphMedModel, graphs: PatientGraphs, batch_size: int):
