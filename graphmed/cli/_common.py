@@ -61,4 +61,10 @@ def methods_table(metrics: dict, keys=("c_index", "uno_c", "mean_auc", "ibs")) -
             v = vals.get(k)
             cells.append(f"{v['mean']:.3f} ± {v['sd']:.3f}" if v else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    cap = metrics.get("inputs", {}).get("max_vector_features", "absent")
+    if cap != "absent":
+        seen = "every column" if cap is None else f"the {cap} highest-variance training columns"
+        lines.append(
+            f"\nInputs: every method saw the same columns ({seen} of each vector modality)."
+        )
     return "\n".join(lines)

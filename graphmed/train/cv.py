@@ -343,6 +343,8 @@ def aggregate(fold_results: list[dict], cohort: Cohort, config: ExperimentConfig
         "folds": config.eval.folds,
         "repeats": config.eval.repeats,
         "test_missing": dict(config.eval.test_missing),
+        # what every method saw (graphmed and the baselines get the same columns)
+        "inputs": {"max_vector_features": config.graph.max_features},
         "c_index": top,
         "methods": methods,
         "per_fold": fold_results,

@@ -273,3 +273,22 @@ def test_monitor_loss_scores_the_whole_validation_set(cohort):
     assert 0.0 <= by_c <= 1.0 and by_c != pytest.approx(-expected)
     with pytest.raises(GraphMedError, match="monitor"):
         _config("train.monitor=auc")
+
+
+def test_baselines_see_the_columns_graphmed_sees(cohort, monkeypatch):
+    from graphmed.cli._common import methods_table
+    from graphmed.train import baselines
+
+    seen = []
+    real = baselines.make_baseline
+
+    def spy(name, **kwargs):
+        seen.append(kwargs.get("max_vector_features"))
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(baselines, "make_baseline", spy)
+    config = _config("eval.baselines=[coxnet]", "graph.max_features=7", "eval.folds=2")
+    result = graphmed.cross_validate(cohort, config, None, include_graphmed=False, log=None)
+    assert seen == [7, 7]
+    assert result.metrics["inputs"] == {"max_vector_features": 7}
+    assert "the 7 highest-variance training columns" in methods_table(result.metrics)
