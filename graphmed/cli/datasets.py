@@ -1,4 +1,8 @@
-"""``graphmed datasets``: list the dataset recipes and write one as a cohort folder."""
+"""``graphmed datasets``: list the dataset recipes and write one as a cohort folder.
+
+``graphmed datasets materialize tcga --from-mcat CSV --out DIR`` builds a TCGA
+cohort from an MCAT/PORPOISE CSV the user has (see ``datasets/tcga.yaml``).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,13 @@ def register(sub) -> None:
     mat = inner.add_parser("materialize", help="write a recipe's cohort as a cohort folder")
     mat.add_argument("name", help="recipe name (see `graphmed datasets list`) or a recipe YAML")
     mat.add_argument(
+        "--from-mcat",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="the MCAT/PORPOISE *_all_clean.csv (or .csv.zip) that the tcga recipe reads",
+    )
+    mat.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="cohort folder to write"
     )
     mat.add_argument("--overwrite", action="store_true", help="replace an existing cohort folder")
@@ -23,7 +34,7 @@ def register(sub) -> None:
         dest="table_format",
         choices=("csv", "parquet"),
         default=None,
-        help="table format (default: the recipe's, else csv)",
+        help="format of every table (default: the recipe's, else csv)",
     )
     mat.set_defaults(func=run_materialize)
 
@@ -51,7 +62,11 @@ def run_materialize(args: argparse.Namespace) -> int:
     from ..data.recipes import materialize
 
     path = materialize(
-        args.name, args.out, overwrite=args.overwrite, table_format=args.table_format
+        args.name,
+        args.out,
+        overwrite=args.overwrite,
+        table_format=args.table_format,
+        from_mcat=args.from_mcat,
     )
     from ..data.io import read_cohort
 

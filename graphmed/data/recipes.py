@@ -4,13 +4,19 @@ A recipe (``datasets/<name>.yaml``, shipped as the package ``graphmed.recipes``)
 names a *source* (a loader of an installed package that gives one flat table),
 the endpoint columns, how patient ids are made, and which columns form each
 modality. Nothing is downloaded: sources are ``sksurv`` (scikit-survival's
-bundled datasets) and ``survset`` (the optional SurvSet package). See
+bundled datasets), ``survset`` (the optional SurvSet package) and ``mcat`` (a
+CSV the user already has, passed as ``from_mcat``; the layout fixes endpoint
+and modalities, see :func:`graphmed.data.mcat.read_mcat_omics`). See
 ``datasets/README.md`` for the schema.
 
 Column rules are applied in modality order, each to the columns not yet taken
 by an earlier modality, so "expression = every remaining ``num_*`` column" is
 one glob. A column that no modality takes and ``drop`` does not list is an
 error, so that a changed upstream table cannot silently lose features.
+
+:func:`materialize` builds and checks the cohort, writes it to a hidden folder
+beside the target and moves it into place: an error while building or writing
+leaves no half-written folder behind.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ import fnmatch
 import importlib
 import importlib.resources
 import importlib.util
+import os
 import re
+import secrets
+import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,8 +42,9 @@ from ..errors import CohortError, ConfigError, did_you_mean
 from ..typing import KINDS
 from .cohort import Cohort
 
-_SOURCES = {"sksurv": "sksurv", "survset": "SurvSet"}  # source -> module to import
+_SOURCES = {"sksurv": "sksurv", "survset": "SurvSet", "mcat": "pandas"}  # -> module to import
 _INSTALL = {"sksurv": "pip install scikit-survival", "survset": "pip install graphmed[survset]"}
+_MCAT_SOURCE_KEYS = {"package", "groups", "clinical", "drop"}  # -> read_mcat_omics arguments
 _KEYS = {
     "name", "description", "source", "patients", "time_unit", "patient_id", "endpoint",
     "missing_values", "drop", "modalities", "relations", "table_format",
@@ -48,7 +58,8 @@ def list_recipes() -> list[dict[str, Any]]:
     """The shipped recipes, sorted by name.
 
     Returns:
-        One dict per recipe: ``name``, ``source`` (e.g. ``"survset:nki70"``),
+        One dict per recipe: ``name``, ``source`` (e.g. ``"survset:nki70"``, or
+        ``"mcat:CSV"`` for a recipe that reads the user's file),
         ``description``, ``patients`` (int or None), ``available`` (whether the
         source package is installed) and ``note`` (how to install it, or ``""``).
     """
@@ -58,6 +69,9 @@ def list_recipes() -> list[dict[str, Any]]:
         package = recipe["source"]["package"]
         available = _importable(_SOURCES[package])
         ident = recipe["source"].get("dataset") or recipe["source"].get("loader", "")
+        note = "" if available else f"needs {_INSTALL[package]}"
+        if package == "mcat":  # the data is the user's file
+            ident, note = "CSV", "needs --from-mcat CSV"
         out.append(
             {
                 "name": recipe["name"],
@@ -65,38 +79,53 @@ def list_recipes() -> list[dict[str, Any]]:
                 "description": recipe.get("description", ""),
                 "patients": recipe.get("patients"),
                 "available": available,
-                "note": "" if available else f"needs {_INSTALL[package]}",
+                "note": note,
             }
         )
     return out
 
 
-def load_recipe(name: str) -> Cohort:
-    """Build the cohort of a recipe, by name (``"nki70"``) or path to a YAML file."""
-    recipe = _read_yaml(_resolve(name))
-    frame = _load_source(recipe)
-    return _build(recipe, frame)
+def load_recipe(name: str, *, from_mcat: str | os.PathLike | None = None) -> Cohort:
+    """Build the cohort of a recipe, by name (``"nki70"``) or path to a YAML file.
+
+    Args:
+        name: Recipe name or YAML path.
+        from_mcat: The MCAT/PORPOISE ``*_all_clean.csv`` (or ``.csv.zip``) that an
+            ``mcat`` recipe (``"tcga"``) reads; no other recipe takes it.
+    """
+    return _cohort(_read_yaml(_resolve(name)), from_mcat)
 
 
 def materialize(
-    name: str, out_dir: str | Path, overwrite: bool = False, *, table_format: str | None = None
+    name: str,
+    out_dir: str | os.PathLike,
+    overwrite: bool = False,
+    *,
+    table_format: str | None = None,
+    from_mcat: str | os.PathLike | None = None,
 ) -> Path:
     """Write a recipe's cohort as a cohort folder at ``out_dir`` and return its path.
+
+    The cohort is built and checked first, then written to a hidden folder
+    beside ``out_dir`` and moved onto it: an error while building or writing
+    leaves ``out_dir`` as it was (absent, or the old cohort).
 
     Args:
         name: Recipe name or YAML path.
         out_dir: The cohort folder to write (created).
-        overwrite: Replace an existing non-empty folder.
-        table_format: ``"csv"`` or ``"parquet"``; default: the recipe's
-            ``table_format`` or ``"csv"``.
+        overwrite: Write into a non-empty folder, replacing the cohort there.
+        table_format: ``"csv"`` or ``"parquet"`` for every table; default: the
+            recipe's ``table_format`` (one format, or one per kind) or ``"csv"``.
+        from_mcat: The CSV of an ``mcat`` recipe (see :func:`load_recipe`).
     """
     recipe = _read_yaml(_resolve(name))
-    cohort = _build(recipe, _load_source(recipe))
-    from .io import write_cohort
-
-    fmt = table_format or recipe.get("table_format", "csv")
-    write_cohort(cohort, Path(out_dir), table_format=fmt, overwrite=overwrite)
-    return Path(out_dir)
+    cohort = _cohort(recipe, from_mcat)
+    formats = table_format or recipe.get("table_format", "csv")
+    formats = {"tabular": formats, "vector": formats} if isinstance(formats, str) else formats
+    formats = {"tabular": "csv", "vector": "csv", **formats}
+    out = Path(out_dir)
+    _write_folder(cohort, out, formats, overwrite)
+    return out
 
 
 # ----------------------------------------------------------------- recipes
@@ -126,7 +155,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     for key in recipe:
         if key not in _KEYS:
             raise ConfigError(f"{where}: unknown key '{key}'.{did_you_mean(key, _KEYS)}")
-    for key in ("name", "source", "endpoint", "modalities"):
+    for key in ("name", "source"):
         if key not in recipe:
             raise ConfigError(f"{where}: missing required key '{key}'")
     package = recipe["source"].get("package")
@@ -135,6 +164,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"{where}: unknown source package '{package}'; expected one of {list(_SOURCES)}."
             f"{did_you_mean(package, _SOURCES)}"
         )
+    _check_table_format(recipe.get("table_format", "csv"), where)
+    if package == "mcat":
+        _check_mcat_recipe(recipe, where)
+        return recipe
+    for key in ("endpoint", "modalities"):
+        if key not in recipe:
+            raise ConfigError(f"{where}: missing required key '{key}'")
     for mod, spec in recipe["modalities"].items():
         bad = set(spec) - _MODALITY_KEYS
         if bad:
@@ -149,9 +185,61 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return recipe
 
 
+def _check_table_format(value: Any, where: str) -> None:
+    formats = value.values() if isinstance(value, dict) else [value]
+    keys = set(value) if isinstance(value, dict) else set()
+    if keys - {"tabular", "vector"} or any(f not in ("csv", "parquet") for f in formats):
+        raise ConfigError(
+            f"{where}: table_format must be csv, parquet or {{tabular: csv, vector: parquet}}, "
+            f"got {value!r}"
+        )
+
+
+def _check_mcat_recipe(recipe: Mapping[str, Any], where: str) -> None:
+    """An ``mcat`` recipe takes its endpoint and modalities from the CSV layout."""
+    for key in ("endpoint", "modalities", "patient_id", "missing_values", "drop"):
+        if key in recipe:
+            raise ConfigError(
+                f"{where}: an 'mcat' recipe takes '{key}' from the MCAT layout; remove it "
+                "(non-feature columns go under source: drop)."
+            )
+    bad = set(recipe["source"]) - _MCAT_SOURCE_KEYS
+    if bad:
+        key = sorted(bad)[0]
+        raise ConfigError(
+            f"{where}: source: unknown key '{key}'.{did_you_mean(key, _MCAT_SOURCE_KEYS)}"
+        )
+
+
 # ----------------------------------------------------------------- sources
 def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def _cohort(recipe: Mapping[str, Any], from_mcat: str | os.PathLike | None) -> Cohort:
+    source, name = recipe["source"], recipe["name"]
+    if source["package"] != "mcat":
+        if from_mcat is not None:
+            raise ConfigError(
+                f"recipe '{name}' reads the '{source['package']}' package, not a CSV; "
+                "from_mcat (--from-mcat) applies only to an 'mcat' recipe such as 'tcga'."
+            )
+        return _build(recipe, _load_source(recipe))
+    if from_mcat is None:
+        raise CohortError(
+            f"recipe '{name}' builds the cohort from an MCAT/PORPOISE *_all_clean.csv that you "
+            "already have; pass it with --from-mcat CSV (from_mcat= in Python)."
+        )
+    from .mcat import GROUPS, NON_FEATURES, read_mcat_omics
+
+    relations = recipe.get("relations")
+    return read_mcat_omics(
+        from_mcat,
+        groups=source.get("groups", GROUPS),
+        clinical_columns=source.get("clinical"),
+        drop=source.get("drop", NON_FEATURES),
+        relations=None if relations is None else [tuple(r) for r in relations],
+    )
 
 
 def _load_source(recipe: Mapping[str, Any]) -> pd.DataFrame:
@@ -320,3 +408,60 @@ def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# -------------------------------------------------------------------- write
+def _write_folder(cohort: Cohort, out: Path, formats: Mapping[str, str], overwrite: bool) -> None:
+    """Write ``cohort`` in a hidden sibling folder of ``out``, then move it onto ``out``.
+
+    Every file is written before ``out`` is touched, so an error while writing
+    leaves ``out`` as it was. A new or empty ``out`` is replaced by one rename.
+    Into a non-empty one (``overwrite``) the files are renamed one by one after
+    its ``cohort.yaml`` is removed, the new ``cohort.yaml`` last, as
+    ``write_cohort`` does: files that are no part of the old cohort stay.
+    """
+    from .io import CONFIG, _check_target, _remove_stale
+
+    old = _check_target(out, overwrite)  # refuses a non-empty folder unless overwrite
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    stage.mkdir()
+    try:
+        _write_tables(cohort, stage, formats)
+        if not out.is_dir() or not any(out.iterdir()):
+            os.replace(stage, out)
+            return
+        (out / CONFIG).unlink(missing_ok=True)  # until the new one lands, out is no cohort
+        new = {p.name for p in stage.iterdir()}  # files only: recipes have no bag modality
+        for name in sorted(new - {CONFIG}):
+            os.replace(stage / name, out / name)
+        for rel in old - new:
+            _remove_stale(out, rel)
+        os.replace(stage / CONFIG, out / CONFIG)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_tables(cohort: Cohort, folder: Path, formats: Mapping[str, str]) -> None:
+    """``write_cohort`` in the vector format, then the tabular modalities in theirs.
+
+    ``write_cohort`` takes one table format, and the TCGA cohorts keep the small
+    clinical table as CSV beside Parquet omics. The dtypes it records hold for both.
+    """
+    from .._atomic import write_text
+    from .io import CONFIG, _write_table, write_cohort
+
+    base, tabular = formats["vector"], formats["tabular"]
+    write_cohort(cohort, folder, table_format=base)
+    if tabular == base:
+        return
+    conf = yaml.safe_load((folder / CONFIG).read_text())
+    for mod, spec in cohort.modalities.items():
+        if spec.kind == "tabular":
+            old = conf["modalities"][mod]["path"]
+            new = f"{old.removesuffix(f'.{base}')}.{tabular}"
+            _write_table(cohort.data[mod], folder / new, tabular)
+            (folder / old).unlink()
+            conf["modalities"][mod]["path"] = new
+    text = yaml.safe_dump(conf, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    write_text(folder / CONFIG, text)

@@ -51,3 +51,62 @@ def test_datasets_materialize_unknown_name(tmp_path, capsys):
 def test_datasets_requires_an_action(capsys):
     with pytest.raises(SystemExit):
         main(["datasets"])
+
+
+def _mcat_csv(folder):
+    """A dozen TCGA-like patients in the MCAT layout; TCGA-00 has two slides."""
+    import pandas as pd
+
+    rows = [
+        {
+            "case_id": f"TCGA-{i:02d}",
+            "slide_id": f"TCGA-{i:02d}-01Z.svs",
+            "site": "AA",
+            "age": 40 + i,
+            "survival_months": 1.5 * i,
+            "censorship": i % 2,
+            "TP53_rnaseq": 0.25 * i,
+            "EGFR_rnaseq": -0.5 * i,
+            "MYC_cnv": float(i % 3 - 1),
+            "KRAS_mut": float(i % 2),
+        }
+        for i in range(12)
+    ]
+    rows.insert(1, {**rows[0], "slide_id": "TCGA-00-02Z.svs"})
+    csv = folder / "tcga_luad_all_clean.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv
+
+
+def test_datasets_materialize_tcga_from_mcat(tmp_path, capsys):
+    from graphmed.data.io import read_cohort
+
+    csv, out = _mcat_csv(tmp_path), tmp_path / "luad"
+    argv = ["datasets", "materialize", "tcga", "--from-mcat", str(csv), "--out", str(out)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"wrote tcga_luad to {out}: 12 patients, 6 events; clinical (tabular, 1), "
+        "rnaseq (vector, 2), cnv (vector, 1), mut (vector, 1)"
+    )
+    cohort = read_cohort(out)
+    assert cohort.event.tolist() == [1 - i % 2 for i in range(12)]
+    assert cohort.time.tolist() == [1.5 * i for i in range(12)]
+    assert list(cohort.data["clinical"].columns) == ["age"]  # site is not a feature
+    assert ("cnv", "regulates", "rnaseq") in cohort.relations
+    assert ("mut", "affects", "rnaseq") in cohort.relations
+
+
+def test_datasets_materialize_tcga_bad_input(tmp_path, capsys):
+    out = tmp_path / "luad"
+    base = ["datasets", "materialize", "tcga", "--out", str(out)]
+    assert main(base) == 2
+    assert "pass it with --from-mcat CSV" in capsys.readouterr().err
+    assert main([*base, "--from-mcat", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv: does not exist; expected an MCAT CSV file" in capsys.readouterr().err
+    csv = _mcat_csv(tmp_path)
+    csv.write_text(
+        csv.read_text().replace("_rnaseq", "_rna").replace("_cnv", "").replace("_mut", "")
+    )
+    assert main([*base, "--from-mcat", str(csv)]) == 2
+    assert "found no gene column ending in _rnaseq, _cnv, _mut" in capsys.readouterr().err
+    assert not out.exists()

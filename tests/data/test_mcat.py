@@ -1,4 +1,4 @@
-"""The MCAT / PORPOISE / SurvPath reader on a tiny layout written in tmp_path."""
+"""The MCAT / PORPOISE / SurvPath readers on tiny layouts written in tmp_path."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from graphmed.data.mcat import read_mcat
+from graphmed.data.mcat import read_mcat, read_mcat_omics
 from graphmed.errors import CohortError
 
 # TCGA-A has two slides (instances concatenated in CSV order), TCGA-B one whose
@@ -153,3 +153,195 @@ def test_mcat_argument_errors(tmp_path):
     torch.save(torch.ones(2, 5), features / "TCGA-A-02.pt")
     with pytest.raises(CohortError, match=r"TCGA-A-02\.pt: width 5 differs"):
         read_mcat(csv, features)
+
+
+# TCGA-like multi-omics layout for read_mcat_omics: 12 patients, TCGA-P00 with two
+# slides (identical patient-level values), 3 rnaseq, 2 cnv and 2 mut genes.
+OMICS_GENES = {"rnaseq": ["TP53", "EGFR", "KRAS"], "cnv": ["MYC", "ERBB2"], "mut": ["TP53", "PTEN"]}
+
+
+def omics_frame(n: int = 12) -> pd.DataFrame:
+    """One row per slide, in the MCAT column order; patient i has censorship i % 3 == 0."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        row = {
+            "Unnamed: 0": i,
+            "case_id": f"TCGA-P{i:02d}",
+            "slide_id": f"TCGA-P{i:02d}-01Z.svs",
+            "site": f"S{i % 2}",
+            "is_female": i % 2,
+            "oncotree_code": "BLCA",
+            "age": 50 + i,
+            "stage": ["Stage II", "Stage III"][i % 2],
+            "survival_months": 2.5 * i,
+            "censorship": int(i % 3 == 0),
+            "train": 1,
+        }
+        for suffix, genes in OMICS_GENES.items():
+            for g in genes:
+                value = rng.integers(0, 2) if suffix == "mut" else round(rng.normal(), 3)
+                row[f"{g}_{suffix}"] = value
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    second = frame.iloc[[0]].assign(**{"Unnamed: 0": n, "slide_id": "TCGA-P00-02Z.svs"})
+    return pd.concat([frame.iloc[:1], second, frame.iloc[1:]], ignore_index=True)
+
+
+def write_omics_csv(folder: Path, frame: pd.DataFrame | None = None) -> Path:
+    csv = folder / "tcga_blca_all_clean.csv"
+    (omics_frame() if frame is None else frame).to_csv(csv, index=False)
+    return csv
+
+
+def _rewrite(csv: Path, change) -> Path:
+    change(pd.read_csv(csv)).to_csv(csv, index=False)
+    return csv
+
+
+def test_read_mcat_omics_splits_the_genes_by_suffix(tmp_path):
+    c = read_mcat_omics(write_omics_csv(tmp_path))
+    assert c.name == "tcga_blca" and c.n_patients == 12  # TCGA-P00's two slides: one patient
+    assert c.patient_ids == [f"TCGA-P{i:02d}" for i in range(12)]
+    assert c.time.tolist() == [2.5 * i for i in range(12)]
+    assert c.event.tolist() == [int(i % 3 != 0) for i in range(12)]  # 1 - censorship
+    assert {m: s.kind for m, s in c.modalities.items()} == {
+        "clinical": "tabular",
+        "rnaseq": "vector",
+        "cnv": "vector",
+        "mut": "vector",
+    }
+    assert [c.width(m) for m in c.modality_names] == [3, 3, 2, 2]
+    # Unnamed: 0, site, oncotree_code and train are not features.
+    assert list(c.data["clinical"].columns) == ["is_female", "age", "stage"]
+    assert c.modalities["clinical"].options == {"categorical": ["stage"]}
+    assert list(c.data["cnv"].columns) == ["MYC_cnv", "ERBB2_cnv"]
+    assert all(c.data[m].dtypes.eq(np.float64).all() for m in ("rnaseq", "cnv", "mut"))
+    source = omics_frame().set_index("case_id")
+    assert (
+        c.data["rnaseq"].loc["TCGA-P05"].tolist()
+        == source.loc["TCGA-P05", ["TP53_rnaseq", "EGFR_rnaseq", "KRAS_rnaseq"]].tolist()
+    )
+    assert c.relations == [
+        ("clinical", "informs", "rnaseq"),
+        ("clinical", "informs", "cnv"),
+        ("clinical", "informs", "mut"),
+        ("cnv", "regulates", "rnaseq"),
+        ("mut", "affects", "rnaseq"),
+    ]
+    assert c.labels == [] and list(c.patients.columns) == ["time", "event"]
+
+
+def test_read_mcat_omics_absent_suffix_gives_no_modality(tmp_path):
+    frame = omics_frame().drop(columns=["MYC_cnv", "ERBB2_cnv"])
+    c = read_mcat_omics(write_omics_csv(tmp_path, frame))
+    assert c.modality_names == ["clinical", "rnaseq", "mut"]
+    assert c.relations == [
+        ("clinical", "informs", "rnaseq"),
+        ("clinical", "informs", "mut"),
+        ("mut", "affects", "rnaseq"),
+    ]
+
+
+def test_read_mcat_omics_options(tmp_path):
+    csv = write_omics_csv(tmp_path)
+    c = read_mcat_omics(
+        csv, groups=["mut"], clinical_columns=["age", "site"], relations=[], name="blca"
+    )
+    assert c.name == "blca" and c.modality_names == ["clinical", "mut"] and c.relations == []
+    assert c.modalities["clinical"].options == {"categorical": ["site"]}
+    bare = read_mcat_omics(csv, drop=["*"])  # every optional column left out
+    assert bare.modality_names == ["rnaseq", "cnv", "mut"]
+    assert bare.relations == [("cnv", "regulates", "rnaseq"), ("mut", "affects", "rnaseq")]
+    with pytest.raises(
+        CohortError, match=r"clinical column 'aeg' is not in the CSV\. Did you mean 'age'"
+    ):
+        read_mcat_omics(csv, clinical_columns=["aeg"])
+    with pytest.raises(CohortError, match=r"unknown modality 'mutt'.*Did you mean 'mut'"):
+        read_mcat_omics(csv, relations=[("cnv", "regulates", "mutt")])
+
+
+def test_read_mcat_omics_keeps_a_patients_first_row(tmp_path):
+    frame = omics_frame()
+    frame.loc[1, ["age", "TP53_rnaseq"]] = [99, 42.0]  # TCGA-P00's second slide
+    with pytest.warns(
+        UserWarning, match=r"1 patient\(s\) have slides whose rows disagree .*'TCGA-P00' on 'age'"
+    ):
+        c = read_mcat_omics(write_omics_csv(tmp_path, frame))
+    assert c.data["clinical"].loc["TCGA-P00", "age"] == 50
+    assert c.data["rnaseq"].loc["TCGA-P00", "TP53_rnaseq"] == frame.loc[0, "TP53_rnaseq"]
+
+
+def test_read_mcat_omics_all_missing_group_row_is_a_missing_modality(tmp_path):
+    frame = omics_frame()
+    frame.loc[frame["case_id"] == "TCGA-P03", ["TP53_mut", "PTEN_mut"]] = np.nan
+    c = read_mcat_omics(write_omics_csv(tmp_path, frame))
+    mask = c.present_mask()
+    assert not mask.loc["TCGA-P03", "mut"] and mask.drop(index="TCGA-P03").all().all()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda f: f.drop(columns="survival_months"),
+            r"tcga_blca_all_clean\.csv: missing required column 'survival_months'; an MCAT CSV "
+            r"has columns \['case_id', 'slide_id', 'survival_months', 'censorship'\]",
+        ),
+        (
+            lambda f: f.drop(columns=[c for c in f if c.endswith(("_rnaseq", "_cnv", "_mut"))]),
+            r"found no gene column ending in _rnaseq, _cnv, _mut; .* pass groups=",
+        ),
+        (
+            lambda f: f.assign(survival_months=f["survival_months"].mask(f.index == 3, -1.0)),
+            r"column 'survival_months' is negative for patient 'TCGA-P02' \(got -1\.0\); "
+            r"expected a finite follow-up time >= 0",
+        ),
+        (
+            lambda f: f.assign(survival_months=f["survival_months"].mask(f.index == 3)),
+            r"column 'survival_months' is empty \(NaN\) for patient 'TCGA-P02'",
+        ),
+        (
+            lambda f: f.assign(survival_months=f["survival_months"].mask(f.index == 1, 7.0)),
+            r"patient 'TCGA-P00' has rows that disagree on 'survival_months' \(\[0\.0, 7\.0\]\)"
+            r".* Fix the rows",
+        ),
+        (
+            lambda f: f.assign(censorship=f["censorship"].mask(f.index == 1, 0)),
+            r"patient 'TCGA-P00' has rows that disagree on 'censorship'",
+        ),
+        (
+            lambda f: f.assign(censorship=f["censorship"].mask(f.index == 3, 2)),
+            r"column 'censorship' must be 0 \(event observed\) or 1 \(censored\), got 2",
+        ),
+        (
+            lambda f: f.assign(MYC_cnv=f["MYC_cnv"].astype(str).mask(f.index == 3, "amp")),
+            r"tcga_blca_all_clean\.csv: column 'MYC_cnv' is not numeric",
+        ),
+    ],
+    ids=[
+        "missing column",
+        "no gene columns",
+        "negative time",
+        "NaN time",
+        "disagreeing time",
+        "disagreeing censorship",
+        "bad censorship",
+        "non-numeric gene",
+    ],
+)
+def test_malformed_omics_csv(tmp_path, change, message):
+    csv = _rewrite(write_omics_csv(tmp_path), change)
+    with pytest.raises(CohortError, match=message):
+        read_mcat_omics(csv)
+
+
+def test_omics_csv_file_errors(tmp_path):
+    with pytest.raises(CohortError, match=r"nope\.csv: does not exist; expected an MCAT CSV file"):
+        read_mcat_omics(tmp_path / "nope.csv")
+    with pytest.raises(CohortError, match=r"is a folder; expected an MCAT CSV file"):
+        read_mcat_omics(tmp_path)
+    csv = tmp_path / "tcga_blca_all_clean.csv"
+    csv.write_text("case_id,slide_id,survival_months,censorship,A_rnaseq\n,s1,1.0,0,0.5\n")
+    with pytest.raises(CohortError, match=r"empty case_id at line 2"):
+        read_mcat_omics(csv)

@@ -168,3 +168,152 @@ def test_materialize_survset_round_trips_exactly(tmp_path):
     out = materialize("nki70", tmp_path / "nki70", table_format="parquet")
     assert (out / "expression.parquet").is_file()
     assert read_cohort(out).equals(load_recipe("nki70"))
+
+
+# ---------------------------------------------------------------- tcga (mcat)
+def _tcga_csv(tmp_path, change=None):
+    from .test_mcat import omics_frame, write_omics_csv
+
+    frame = omics_frame()
+    return write_omics_csv(tmp_path, frame if change is None else change(frame))
+
+
+def test_tcga_recipe_is_listed():
+    row = {r["name"]: r for r in list_recipes()}["tcga"]
+    assert row["source"] == "mcat:CSV" and row["patients"] is None
+    assert row["available"] and row["note"] == "needs --from-mcat CSV"
+
+
+def test_materialize_tcga_from_mcat(tmp_path):
+    from graphmed.data.io import read_cohort
+
+    csv = _tcga_csv(tmp_path)
+    out = materialize("tcga", tmp_path / "blca", from_mcat=csv)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "clinical.csv",
+        "cnv.parquet",
+        "cohort.yaml",
+        "mut.parquet",
+        "patients.csv",
+        "rnaseq.parquet",
+    ]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    conf = yaml.safe_load((out / "cohort.yaml").read_text())
+    assert conf["name"] == "tcga_blca" and conf["endpoints"]["labels"] == []
+    assert conf["modalities"]["clinical"] == {
+        "kind": "tabular",
+        "path": "clinical.csv",
+        "options": {"categorical": ["stage"]},
+    }
+    back = read_cohort(out)
+    assert back.equals(load_recipe("tcga", from_mcat=csv))
+    assert back.n_patients == 12 and back.modality_names == ["clinical", "rnaseq", "cnv", "mut"]
+    assert [back.width(m) for m in back.modality_names] == [3, 3, 2, 2]
+    assert back.event.tolist() == [int(i % 3 != 0) for i in range(12)]
+    assert back.time.tolist() == [2.5 * i for i in range(12)]
+    assert back.relations == [
+        ("clinical", "informs", "rnaseq"),
+        ("clinical", "informs", "cnv"),
+        ("clinical", "informs", "mut"),
+        ("cnv", "regulates", "rnaseq"),
+        ("mut", "affects", "rnaseq"),
+    ]
+    assert back.data["clinical"]["stage"].tolist()[:2] == ["Stage II", "Stage III"]
+    # --format overrides the recipe's per-kind formats.
+    materialize("tcga", out, overwrite=True, table_format="csv", from_mcat=csv)
+    assert sorted(p.suffix for p in out.iterdir()).count(".csv") == 5
+    assert read_cohort(out).equals(back)
+
+
+def test_tcga_needs_its_csv_and_only_tcga_takes_one(tmp_path):
+    with pytest.raises(CohortError, match=r"recipe 'tcga' builds .*pass it with --from-mcat CSV"):
+        load_recipe("tcga")
+    with pytest.raises(ConfigError, match=r"from_mcat \(--from-mcat\) applies only to an 'mcat'"):
+        load_recipe("breast_cancer", from_mcat=_tcga_csv(tmp_path))
+
+
+def test_bad_tcga_input_writes_nothing(tmp_path):
+    csv = _tcga_csv(tmp_path, lambda f: f.assign(survival_months=-f["survival_months"] - 1))
+    with pytest.raises(CohortError, match=r"'survival_months' is negative for patient 'TCGA-P00'"):
+        materialize("tcga", tmp_path / "blca", from_mcat=csv)
+    with pytest.raises(CohortError, match=r"nope\.csv: does not exist"):
+        materialize("tcga", tmp_path / "blca", from_mcat=tmp_path / "nope.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tcga_blca_all_clean.csv"]
+
+
+def test_failed_write_leaves_no_half_made_folder(tmp_path, monkeypatch):
+    from graphmed.data import io
+    from graphmed.data.io import read_cohort
+
+    csv = _tcga_csv(tmp_path)
+    written = []
+
+    def failing(frame, file, fmt):  # fails on the third table, after two were written
+        if len(written) == 2:
+            raise OSError("disk full")
+        written.append(file.name)
+        real(frame, file, fmt)
+
+    real = io._write_table
+    monkeypatch.setattr(io, "_write_table", failing)
+    with pytest.raises(OSError, match="disk full"):
+        materialize("tcga", tmp_path / "blca", from_mcat=csv)
+    assert len(written) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tcga_blca_all_clean.csv"]
+    # An existing cohort survives a failed overwrite untouched.
+    monkeypatch.setattr(io, "_write_table", real)
+    out = materialize("tcga", tmp_path / "blca", from_mcat=csv, table_format="csv")
+    before = read_cohort(out)
+    written.clear()
+    monkeypatch.setattr(io, "_write_table", failing)
+    with pytest.raises(OSError, match="disk full"):
+        materialize("tcga", out, overwrite=True, from_mcat=csv)
+    assert read_cohort(out).equals(before) and (out / "rnaseq.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blca", "tcga_blca_all_clean.csv"]
+
+
+def test_overwrite_keeps_files_that_are_no_part_of_the_cohort(tmp_path):
+    from graphmed.data.io import read_cohort
+
+    target, csv = tmp_path / "blca", _tcga_csv(tmp_path)
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    (target / "clinical.csv").write_text("patient_id\n")  # a half-written earlier cohort
+    materialize("tcga", target, overwrite=True, from_mcat=csv, table_format="csv")
+    materialize("tcga", target, overwrite=True, from_mcat=csv)  # csv -> parquet omics
+    assert sorted(p.name for p in target.iterdir()) == [
+        "clinical.csv",
+        "cnv.parquet",
+        "cohort.yaml",
+        "mut.parquet",
+        "notes.txt",
+        "patients.csv",
+        "rnaseq.parquet",
+    ]
+    assert read_cohort(target).equals(load_recipe("tcga", from_mcat=csv))
+    assert (target / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blca", "tcga_blca_all_clean.csv"]
+
+
+@pytest.mark.parametrize(
+    "recipe, match",
+    [
+        ({"endpoint": {"time": "t", "event": "e"}}, r"an 'mcat' recipe takes 'endpoint' from"),
+        ({"source": {"package": "mcat", "group": ["mut"]}}, r"unknown key 'group'.*'groups'"),
+        ({"table_format": {"tabular": "xlsx"}}, r"table_format must be csv, parquet or"),
+    ],
+)
+def test_bad_mcat_recipes(tmp_path, recipe, match):
+    base = {"name": "mini_tcga", "source": {"package": "mcat"}}
+    path = tmp_path / "mini_tcga.yaml"
+    path.write_text(yaml.safe_dump({**base, **recipe}))
+    with pytest.raises(ConfigError, match=match):
+        load_recipe(str(path), from_mcat=_tcga_csv(tmp_path))
+
+
+def test_mcat_recipe_from_a_yaml_path(tmp_path):
+    path = tmp_path / "mut_only.yaml"
+    recipe = {"name": "mut_only", "source": {"package": "mcat", "groups": ["mut"], "drop": ["*"]}}
+    path.write_text(yaml.safe_dump(recipe))
+    c = load_recipe(str(path), from_mcat=_tcga_csv(tmp_path))
+    assert c.modality_names == ["mut"] and c.relations == []
