@@ -294,3 +294,10 @@ def test_dump_yaml_round_trip(tmp_path):
     assert path.read_text() == to_yaml(cfg)
     assert to_yaml(cfg).startswith("name: d\nmodel:\n")  # field order kept
     assert [p.name for p in path.parent.iterdir()] == ["out.yaml"]  # no temp file left
+
+
+def test_configs_default_yaml_writes_out_the_defaults():
+    from graphmed.train.config import ExperimentConfig, load_experiment
+
+    root = Path(__file__).resolve().parents[1]
+    assert load_experiment(root / "configs" / "default.yaml") == ExperimentConfig()

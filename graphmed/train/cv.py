@@ -196,6 +196,7 @@ def run_fold(cohort, config, tr, te, repeat, fold, fold_dir, resume, include_gra
         "best_epoch": history["best_epoch"],
         "epochs_run": history["epochs_run"],
         "monitor": config.train.monitor,
+        "monitor_used": history.get("monitor_used"),  # differs when the fallback was taken
         "best_val_score": history["best_score"],  # C-index, or minus the loss (monitor)
         "methods": methods,
     }
