@@ -137,3 +137,26 @@ def preprocessor(cohort) -> CohortPreprocessor:
 def graphs(cohort, preprocessor) -> PatientGraphs:
     """Graphs of every patient; bags capped at 8 nodes."""
     return build_graphs(cohort, preprocessor, max_instances=8)
+
+
+class _Payload:
+    """Unpickling this object calls ``exec``, which writes ``marker``: a crafted file's code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('code ran')",))
+
+
+@pytest.fixture
+def crafted_torch_file():
+    """Factory ``crafted_torch_file(path, marker, wrap)``: a torch file whose unpickling
+    writes ``marker``; ``wrap(payload)`` places the payload inside the saved object."""
+
+    def write(path, marker, wrap=lambda payload: {"payload": payload}):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(wrap(_Payload(marker)), path)
+        return path
+
+    return write

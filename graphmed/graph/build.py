@@ -24,7 +24,6 @@ convolutions and inspection.
 
 from __future__ import annotations
 
-import pickle
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .._safeload import load_tensors, plain
 from ..data.cohort import Cohort
 from ..data.preprocess import CohortPreprocessor, ModalityTransform, TransformedModality
 from ..errors import CohortError
@@ -192,19 +192,27 @@ class PatientGraphs:
 
         state = {k: getattr(self, k) for k in self.__dataclass_fields__}
         state["layouts"] = {m: vars(v) for m, v in self.layouts.items()}
+        # Plain Python values and tensors only, so that load() can refuse pickled code.
+        state["label_classes"] = plain(self.label_classes)
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
 
     @classmethod
     def load(cls, path: str | Path) -> PatientGraphs:
+        """Read graphs written by :meth:`save`.
+
+        The file is read with ``torch.load(weights_only=True)``: tensors and
+        plain containers only, so a crafted file cannot run code. Raises
+        :class:`CohortError` for a file that is missing, corrupt, foreign or
+        unsafe.
+        """
+        fix = "delete it to rebuild"
+        state = load_tensors(path, what="cached graphs", fix=fix, error=CohortError)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
             state["layouts"] = {m: ModalityLayout(**v) for m, v in state["layouts"].items()}
             return cls(**state)
-        except (OSError, RuntimeError, KeyError, TypeError, EOFError, pickle.PickleError) as err:
-            raise CohortError(
-                f"cannot read cached graphs '{path}' ({err}); delete it to rebuild"
-            ) from err
+        except (KeyError, IndexError, TypeError, AttributeError) as err:
+            raise CohortError(f"cannot read cached graphs '{path}' ({err}); {fix}") from err
 
 
 def build_graphs(

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_path
+from .._safeload import load_tensors, plain
 from ..errors import GraphMedError
 from ..graph.build import PatientGraphs
 from ..nn.model import GraphMedModel
@@ -357,11 +358,12 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def _save(self, path, model, optimizer, scaler, state, best_weights) -> None:
+        # Tensors and plain values only, so that _load() reads it with weights_only=True.
         payload = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
-            "state": state,
+            "state": plain(state),
             "best_weights": best_weights,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -370,17 +372,17 @@ class Trainer:
             torch.save(payload, tmp)
 
     def _load(self, path, model, optimizer, scaler, state) -> dict[str, torch.Tensor]:
+        # weights_only: a crafted checkpoint (a pickled callable) is refused, never run.
+        fix = "delete it to train from the start"
+        payload = load_tensors(path, what="checkpoint", fix=fix, map_location=self.device)
         try:
-            payload = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as err:  # a corrupt checkpoint must say which file
-            raise GraphMedError(
-                f"cannot resume from '{path}': {err}; delete it to start over"
-            ) from err
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scaler.load_state_dict(payload["scaler"])
-        state.update(payload["state"])
-        torch.set_rng_state(payload["rng"].cpu())
-        if payload.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
-        return payload["best_weights"]
+            model.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
+            scaler.load_state_dict(payload["scaler"])
+            state.update(payload["state"])
+            torch.set_rng_state(payload["rng"].cpu())
+            if payload.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
+            return payload["best_weights"]
+        except Exception as err:  # a foreign or mismatched checkpoint must say which file
+            raise GraphMedError(f"cannot resume from '{path}': {err}; {fix}") from err

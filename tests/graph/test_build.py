@@ -300,3 +300,29 @@ def test_max_tokens_widens_chunks_of_wide_vectors(cohort, preprocessor):
     assert torch.allclose(
         capped.x["expr"].reshape(len(capped), -1), free.x["expr"].reshape(len(free), -1)
     )
+
+
+def test_cache_with_a_pickled_callable_is_refused(graphs, tmp_path, crafted_torch_file):
+    path, marker = tmp_path / "graphs.pt", tmp_path / "marker.txt"
+
+    def wrap(payload):
+        state = {k: getattr(graphs, k) for k in graphs.__dataclass_fields__}
+        state["layouts"] = {m: vars(v) for m, v in graphs.layouts.items()}
+        return {**state, "label_classes": {"grade": [payload]}}
+
+    crafted_torch_file(path, marker, wrap)
+    with pytest.raises(CohortError, match=r"refused to read cached graphs .*could run code"):
+        PatientGraphs.load(path)
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the payload is live: an unsafe load runs it
+    assert marker.read_text() == "code ran"
+
+
+def test_cache_keeps_numpy_label_classes_as_plain_values(graphs, tmp_path):
+    path = tmp_path / "graphs.pt"
+    classes = {"subtype": [np.int64(0), np.int64(2)], "stage": [np.str_("I"), np.str_("II")]}
+    graphs_with_labels = PatientGraphs(
+        **{**{k: getattr(graphs, k) for k in graphs.__dataclass_fields__}, "label_classes": classes}
+    )
+    graphs_with_labels.save(path)
+    assert PatientGraphs.load(path).label_classes == {"subtype": [0, 2], "stage": ["I", "II"]}

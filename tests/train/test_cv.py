@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import graphmed
+from graphmed.errors import GraphMedError
 from graphmed.train import cv as cv_module
 from graphmed.train.builder import build_model, fit_data
 from graphmed.train.config import load_experiment
@@ -292,3 +293,22 @@ def test_baselines_see_the_columns_graphmed_sees(cohort, monkeypatch):
     assert seen == [7, 7]
     assert result.metrics["inputs"] == {"max_vector_features": 7}
     assert "the 7 highest-variance training columns" in methods_table(result.metrics)
+
+
+def test_resume_refuses_a_crafted_checkpoint(cohort, tmp_path, crafted_torch_file):
+    marker = tmp_path / "marker.txt"
+    crafted_torch_file(tmp_path / "folds" / "r0f0" / "checkpoint.pt", marker)
+    with pytest.raises(GraphMedError, match=r"refused to read checkpoint .*r0f0.*could run code"):
+        graphmed.cross_validate(cohort, _config(), tmp_path, resume=True, log=None)
+    assert not marker.exists()
+
+
+def test_checkpoint_holds_tensors_and_plain_values_only(cohort, tmp_path):
+    cfg = _config("train.epochs=1")
+    fitted = fit_data(cohort, cfg)
+    graphs = fitted.graphs(cohort)
+    Trainer(cfg.train).fit(
+        build_model(fitted, graphs, cohort), graphs, graphs, checkpoint=tmp_path / "c.pt"
+    )
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert payload["state"]["epoch"] == 1 and isinstance(payload["state"]["best_score"], float)
