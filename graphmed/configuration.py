@@ -43,6 +43,67 @@ _Loader.add_implicit_resolver(
 )
 
 
+class FieldValueError(ConfigError):
+    """A field's value is out of range: raised by a schema's ``__post_init__``.
+
+    The message names the field as ``'key'``; :func:`from_dict` names it by
+    its dotted path in the whole config (``'train.batch_size'``) instead.
+
+    Args:
+        key: The field's name.
+        text: What is wrong, after the key (``"must be at least 1, got 0"``).
+            ``{0}``, ``{1}``... stand for the names of ``siblings``, which get
+            their dotted paths too.
+        siblings: Other fields of the same dataclass that ``text`` names.
+    """
+
+    def __init__(self, key: str, text: str, siblings: Sequence[str] = ()):
+        self.key, self.text, self.siblings = key, text, tuple(siblings)
+        super().__init__(self.at(""))
+
+    def at(self, path: str) -> str:
+        """The message with every field named by its path under ``path``."""
+        names = [f"'{_join(path, s)}'" for s in self.siblings]
+        return f"'{_join(path, self.key)}' {self.text.format(*names)}"
+
+
+def check_range(
+    obj: Any,
+    key: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+    hint: str = "",
+) -> None:
+    """Raise :class:`FieldValueError` unless ``getattr(obj, key)`` lies in the range.
+
+    ``low`` / ``high`` are inclusive bounds unless ``low_open`` / ``high_open``;
+    ``None`` means no bound. ``allow_none``: a ``None`` value passes.
+    """
+    value = getattr(obj, key)
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and value == value  # NaN fails every bound
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if ok:
+        return
+    if low is not None and high is not None:
+        expected = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        expected = f"{'greater than' if low_open else 'at least'} {low:g}"
+    else:
+        expected = f"{'less than' if high_open else 'at most'} {high:g}"
+    extra = " (or null)" if allow_none else ""
+    text = f"must be {expected}{extra}, got {value!r}" + (f"; {hint}" if hint else "")
+    raise FieldValueError(key, text.replace("{", "{{").replace("}", "}}"))
+
+
 class _Mismatch(Exception):
     """A value does not fit a type (turned into a ConfigError by the caller)."""
 
@@ -90,6 +151,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
             raise ConfigError(f"missing required key '{where}' ({_type_name(hints[name])})")
     try:
         return cls(**kwargs)
+    except FieldValueError as exc:
+        raise ConfigError(exc.at(path)) from None
     except GraphMedError:
         raise
     except ValueError as exc:  # a __post_init__ check: say where it happened

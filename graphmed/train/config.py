@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..configuration import from_dict, load_config, to_dict
+from ..configuration import FieldValueError, check_range, from_dict, load_config, to_dict
+from ..errors import ConfigError
 
 
 @dataclass
@@ -28,6 +29,12 @@ class GraphConfig:
     ``ceil(width / max_tokens)`` columns (``None``: always ``chunk_size``)."""
     max_features: int | None = 2000
     standardize_bags: bool = True
+
+    def __post_init__(self) -> None:
+        check_range(self, "max_instances", low=1)
+        check_range(self, "chunk_size", low=1)
+        check_range(self, "max_tokens", low=1, allow_none=True)
+        check_range(self, "max_features", low=1, allow_none=True, hint="null keeps every column")
 
 
 @dataclass
@@ -57,6 +64,15 @@ class ModelConfig:
     """Pool each bag to this many nodes before the graph (gated attention, linear in the
     bag size); ``None`` keeps one node per instance (attention quadratic in the bag)."""
 
+    def __post_init__(self) -> None:
+        for key in ("hidden", "heads", "n_prompts", "n_bank", "metapath_max_length"):
+            check_range(self, key, low=1)
+        check_range(self, "layers", low=0)
+        check_range(self, "bag_tokens", low=1, allow_none=True)
+        check_range(self, "dropout", low=0, high=1, high_open=True)
+        check_range(self, "modality_dropout", low=0, high=1, high_open=True)
+        check_range(self, "steering_weight", low=0)
+
 
 @dataclass
 class TaskConfig:
@@ -68,6 +84,12 @@ class TaskConfig:
     survival_weight: float = 1.0
     label: str | None = None
     label_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_range(self, "n_bins", low=1)
+        check_range(self, "alpha", low=0, high=1)
+        check_range(self, "survival_weight", low=0)
+        check_range(self, "label_weight", low=0)
 
 
 @dataclass
@@ -88,6 +110,15 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "patience"):
+            check_range(self, key, low=1)
+        check_range(self, "lr", low=0, low_open=True)
+        check_range(self, "prompt_lr", low=0)
+        check_range(self, "weight_decay", low=0)
+        check_range(self, "feature_noise", low=0)
+        check_range(self, "val_fraction", low=0, high=1, low_open=True, high_open=True)
+
 
 @dataclass
 class EvalConfig:
@@ -101,6 +132,19 @@ class EvalConfig:
     baselines: list[str] = field(default_factory=lambda: ["coxnet", "rsf"])
     bootstrap: int = 1000
     risk_groups: Literal["median", "tertiles"] = "median"
+
+    def __post_init__(self) -> None:
+        check_range(self, "folds", low=2, hint="cross-validation needs two folds or more")
+        check_range(self, "repeats", low=1)
+        check_range(self, "bootstrap", low=0)
+        for i, t in enumerate(self.horizons or []):
+            if not t > 0:
+                raise FieldValueError("horizons", f"must be positive times, got {t!r} at [{i}]")
+        for mod, rate in self.test_missing.items():
+            if not 0 <= rate <= 1:
+                raise FieldValueError(
+                    "test_missing", f"rate of '{mod}' must be in [0, 1], got {rate!r}"
+                )
 
 
 @dataclass
@@ -117,11 +161,36 @@ class ExperimentConfig:
 def load_experiment(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> ExperimentConfig:
-    """Read a YAML experiment config (or the defaults) and apply ``a.b=value`` overrides."""
-    return load_config(ExperimentConfig, path, list(overrides))
+    """Read a YAML experiment config (or the defaults) and apply ``a.b=value`` overrides.
+
+    Every value is checked against its range (:class:`ConfigError` naming the
+    key), and so are the combinations of :func:`check_experiment`.
+    """
+    return check_experiment(load_config(ExperimentConfig, path, list(overrides)))
+
+
+def check_experiment(config: ExperimentConfig) -> ExperimentConfig:
+    """Check the values that must fit together; return ``config`` unchanged.
+
+    Single values are checked where their section is built; these checks join
+    keys, so a search space may still draw a combination that fails here
+    (its trial fails, the study goes on).
+
+    Raises:
+        ConfigError: ``model.heads`` does not divide ``model.hidden``.
+    """
+    model = config.model
+    if model.hidden % model.heads:
+        fits = [h for h in range(1, model.hidden + 1) if model.hidden % h == 0][:8]
+        raise ConfigError(
+            f"'model.heads' must divide 'model.hidden': hidden={model.hidden} is not divisible "
+            f"by heads={model.heads}; use heads in {fits} or change model.hidden"
+        )
+    return config
 
 
 def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """The config of plain ``data`` (as :func:`experiment_to_dict` writes), values checked."""
     return from_dict(ExperimentConfig, data)
 
 

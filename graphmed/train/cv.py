@@ -44,11 +44,17 @@ def make_folds(
 ) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
     """``(repeat, fold, train_index, test_index)`` for stratified k-fold with repeats."""
     key = stratify_key(cohort, label)
-    smallest = pd.Series(key).value_counts().min()
+    counts = pd.Series(key).value_counts()
+    smallest = int(counts.min())
     if smallest < folds:
+        event, _, value = str(counts.idxmin()).partition("_")
+        who = "with an event" if event == "1" else "censored"
+        if label is not None:
+            who += f" and {label}={value}"
+        fix = f"use eval.folds={smallest} or fewer" if smallest >= 2 else "add patients"
         raise ConfigError(
             f"eval.folds={folds} but the smallest stratum (event/label) has {smallest} "
-            "patients; use fewer folds"
+            f"patients ({who}), and every fold needs one; {fix}"
         )
     out = []
     for r in range(repeats):

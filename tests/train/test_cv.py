@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import graphmed
-from graphmed.errors import GraphMedError
+from graphmed.errors import ConfigError, GraphMedError
 from graphmed.train import cv as cv_module
 from graphmed.train.builder import build_model, fit_data
 from graphmed.train.config import load_experiment
@@ -312,3 +312,30 @@ def test_checkpoint_holds_tensors_and_plain_values_only(cohort, tmp_path):
     )
     payload = torch.load(tmp_path / "c.pt", weights_only=True)
     assert payload["state"]["epoch"] == 1 and isinstance(payload["state"]["best_score"], float)
+
+
+@pytest.mark.parametrize(
+    ("events", "folds", "message"),
+    [
+        (3, 5, r"eval.folds=5 but .* has 3 patients \(with an event\).*use eval.folds=3 or fewer"),
+        (1, 2, r"eval.folds=2 but .* has 1 patients \(with an event\).*add patients"),
+        (28, 5, r"eval.folds=5 but .* has 2 patients \(censored\)"),
+    ],
+)
+def test_more_folds_than_events_is_refused(events, folds, message):
+    small = graphmed.make_synthetic_cohort(30, bag_size=(2, 3), seed=0)
+    event = np.zeros(30, dtype=int)
+    event[:events] = 1
+    small.patients["event"] = event
+    with pytest.raises(ConfigError, match=message):
+        cv_module.make_folds(small, folds)
+
+
+def test_more_folds_than_events_in_one_label_class_is_refused():
+    small = graphmed.make_synthetic_cohort(30, bag_size=(2, 3), seed=0)
+    small.patients["event"] = np.tile([0, 1], 15)
+    small.patients["kind"] = ["rare"] * 2 + ["common"] * 28
+    with pytest.raises(
+        ConfigError, match=r"has 1 patients \((with an event|censored) and kind=rare"
+    ):
+        cv_module.make_folds(small, 3, label="kind")
