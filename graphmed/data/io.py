@@ -23,22 +23,44 @@ import yaml
 from .._atomic import atomic_path, write_text
 from ..errors import CohortError, ConfigError, did_you_mean
 from .cohort import Cohort, ModalitySpec
-from .validate import PATIENT, check_patient_ids, coerce_endpoints
+from .validate import (
+    PATIENT,
+    check_no_endpoints,
+    check_numeric_cells,
+    check_patient_ids,
+    coerce_endpoints,
+)
 
 CONFIG = "cohort.yaml"
 PATIENTS = "patients.csv"
 TOP_KEYS = ("name", "modalities", "relations", "endpoints", "dtypes")
 MODALITY_KEYS = ("kind", "path", "options")
 ENDPOINT_KEYS = ("time", "event", "labels")
+OPTION_KEYS = {
+    "tabular": ("categorical",),
+    "vector": ("groups", "chunk_size", "max_features"),
+    "bag": ("max_instances", "pooling"),
+}
+"""The ``options`` each kind reads (``docs/cohort-format.md``); any other key is an error."""
 BAG_SUFFIXES = (".npy", ".pt")
+# Array formats a bag folder may seem to hold but that graphmed does not read (or that
+# would need a pickle): refused, so that they are not skipped without a word.
+UNREAD_SUFFIXES = (".npz", ".h5", ".hdf5", ".pkl", ".pickle", ".safetensors", ".joblib")
 # pandas' default missing-value strings, read as missing in columns with no recorded dtype
 # (recorded string and category columns, and patient_id, take only "" as missing).
 _NA = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"]
 _NA += ["<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
 
 
-def read_cohort(path: str | os.PathLike) -> Cohort:
+def read_cohort(path: str | os.PathLike, *, allow_outside: bool = False) -> Cohort:
     """Read and validate the cohort folder at ``path``.
+
+    Args:
+        path: The cohort folder.
+        allow_outside: Read modality paths of ``cohort.yaml`` that lead
+            outside the folder (absolute, or climbing with ``..``). Off by
+            default, so that a folder received from someone else reads only
+            its own files.
 
     Raises:
         CohortError: the folder, ``cohort.yaml`` or a data file is missing or
@@ -56,14 +78,26 @@ def read_cohort(path: str | os.PathLike) -> Cohort:
     sources = {"config": CONFIG, "patients": PATIENTS}
     specs: dict[str, ModalitySpec] = {}
     data: dict[str, Any] = {}
+    endpoints = [str(ends.get("time", "time")), str(ends.get("event", "event")), *labels]
+    read_by: dict[str, str] = {}
     for mod, entry in conf["modalities"].items():
         spec = _spec(root, mod, entry)
+        _check_path(root, spec.path, mod, allow_outside)
+        key = os.path.normcase(os.path.normpath(root / spec.path))
+        if key in read_by:
+            raise CohortError(
+                f"{CONFIG}: modalities '{read_by[key]}' and '{mod}' both read '{spec.path}'; "
+                "each modality needs its own file or folder. Fix one of the paths."
+            )
+        read_by[key] = mod
         if spec.kind == "bag":
             data[mod], sources[mod] = _read_bag(root, spec.path, mod)
         else:
             file = _existing(root, spec.path, mod)
-            data[mod] = read_table(file, spec.path, dtypes.get(mod)).set_index("patient_id")
-            sources[mod] = spec.path
+            recorded = dtypes.get(mod) or {}
+            table = read_table(file, spec.path, recorded).set_index("patient_id")
+            check_no_endpoints(table, spec.path, endpoints)
+            data[mod], sources[mod] = table, spec.path
         specs[mod] = spec
     cohort = Cohort(
         name=str(conf.get("name") or root.name),
@@ -74,6 +108,10 @@ def read_cohort(path: str | os.PathLike) -> Cohort:
         labels=labels,
     )
     cohort.validate(sources)
+    for mod, spec in specs.items():  # after validate: options.categorical names real columns
+        if spec.kind == "tabular":
+            categorical = spec.options.get("categorical")
+            check_numeric_cells(data[mod], spec.path, categorical, set(dtypes.get(mod) or {}))
     return cohort
 
 
@@ -155,7 +193,9 @@ def _read_config(root: Path) -> dict[str, Any]:
             "folder per modality (see docs/cohort-format.md)."
         )
     try:
-        conf = yaml.safe_load(file.read_text())
+        conf = yaml.load(file.read_text(), Loader=_UniqueKeyLoader)
+    except CohortError:
+        raise
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise CohortError(f"{CONFIG}: cannot parse the YAML: {err}") from err
     if not isinstance(conf, dict):
@@ -191,6 +231,40 @@ def _read_config(root: Path) -> dict[str, Any]:
     return conf
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise CohortError(
+                    f"{CONFIG}: key '{key}' appears twice in one mapping (lines {seen[key]} and "
+                    f"{line}); YAML would keep only the last. Remove or rename one of them."
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_path(root: Path, rel: str, mod: str, allow_outside: bool) -> None:
+    """Refuse a modality path that leads outside the cohort folder, unless allowed."""
+    p = PurePosixPath(str(rel).replace("\\", "/"))
+    parts = [x for x in p.parts if x not in ("", ".")]
+    depth, escapes = 0, p.is_absolute() or Path(rel).is_absolute()
+    for part in parts:
+        depth += -1 if part == ".." else 1
+        escapes = escapes or depth < 0
+    if escapes and not allow_outside:
+        raise CohortError(
+            f"{CONFIG}: modality '{mod}' has path '{rel}', which leads outside the cohort "
+            f"folder {root}; a cohort reads only its own files. Move (or symlink) the data "
+            "into the folder, or pass read_cohort(..., allow_outside=True) if you trust this "
+            f"{CONFIG}."
+        )
+
+
 def _check_keys(mapping: Mapping, allowed: tuple[str, ...], where: str) -> None:
     for key in mapping:
         if key not in allowed:
@@ -214,9 +288,20 @@ def _spec(root: Path, mod: str, entry: Any) -> ModalitySpec:
     if not path and entry["kind"] != "bag" and (root / f"{mod}.parquet").exists():
         path = f"{mod}.parquet"
     try:
-        return ModalitySpec(str(mod), str(entry["kind"]), str(path or ""), dict(options))
+        spec = ModalitySpec(str(mod), str(entry["kind"]), str(path or ""), dict(options))
     except CohortError as err:
         raise CohortError(f"{CONFIG}: {err}") from err
+    allowed = OPTION_KEYS[spec.kind]
+    for key in options:
+        if key not in allowed:
+            other = [k for k, keys in OPTION_KEYS.items() if key in keys]
+            why = f" '{key}' is an option of {other[0]} modalities." if other else ""
+            hint = did_you_mean(key, allowed) if not other else ""
+            raise CohortError(
+                f"{where}: unknown option '{key}'.{hint}{why} A {spec.kind} modality takes: "
+                f"{', '.join(allowed)}."
+            )
+    return spec
 
 
 def _existing(root: Path, rel: str, mod: str) -> Path:
@@ -253,9 +338,15 @@ def _read_bag(root: Path, rel: str, mod: str) -> tuple[dict[str, np.ndarray], st
     if not folder.is_dir():
         _existing(root, rel, mod)
         raise CohortError(f"{rel}: is a file; a bag modality is a folder of .npy/.pt arrays.")
-    files = sorted(
-        p for p in folder.iterdir() if p.suffix in BAG_SUFFIXES and not p.name.startswith(".")
-    )
+    visible = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    unread = [p.name for p in visible if p.suffix.lower() in UNREAD_SUFFIXES]
+    if unread:
+        raise CohortError(
+            f"{rel}/{unread[0]}: a bag folder holds .npy or .pt arrays, one per patient; "
+            f"graphmed does not read {PurePosixPath(unread[0]).suffix} files. Convert it "
+            "with np.save(path, array) or torch.save(tensor, path)."
+        )
+    files = sorted(p for p in visible if p.suffix.lower() in BAG_SUFFIXES)
     seen: dict[str, str] = {}
     for p in files:
         if p.stem in seen:
@@ -266,7 +357,7 @@ def _read_bag(root: Path, rel: str, mod: str) -> tuple[dict[str, np.ndarray], st
         seen[p.stem] = p.name
     with ThreadPoolExecutor(max_workers=min(8, len(files) or 1)) as pool:
         arrays = list(pool.map(lambda p: load_array(p, f"{rel}/{p.name}"), files))
-    suffixes = {p.suffix for p in files}
+    suffixes = {p.suffix for p in files}  # as written: '.NPY' stays '.NPY' in messages
     suffix = suffixes.pop() if len(suffixes) == 1 else ".(npy|pt)"
     return {p.stem: a for p, a in zip(files, arrays)}, f"{rel}/{PATIENT}{suffix}"
 
@@ -274,7 +365,7 @@ def _read_bag(root: Path, rel: str, mod: str) -> tuple[dict[str, np.ndarray], st
 def load_array(file: Path, name: str) -> np.ndarray:
     """Load a ``.npy`` or ``.pt`` array of shape (N, d) as float32, or raise CohortError."""
     try:
-        if file.suffix == ".npy":
+        if file.suffix.lower() == ".npy":
             arr = np.load(file, allow_pickle=False)
         else:
             import torch

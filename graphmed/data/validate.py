@@ -8,6 +8,7 @@ the survival columns of a patients table (time -> float64, event -> int64).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -24,6 +25,12 @@ PATIENT = "{patient_id}"
 """Placeholder of a bag source template, e.g. ``"wsi/{patient_id}.npy"``."""
 
 _EVENT_CODES = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "false": 0, "true": 1}
+
+LIMIT = 1e30
+"""Largest magnitude a feature may have: beyond it a value is a corrupted cell (a garbled
+Parquet page gave 6.5e303), and standardising it overflows float32."""
+
+_DECIMAL_COMMA = r"^\s*[+-]?\d+,\d+\s*$"
 
 
 class _Where:
@@ -66,7 +73,7 @@ def validate_cohort(cohort: Cohort, sources: Mapping[str, str] | None = None) ->
     where = _Where(sources)
     pats = cohort.patients
     check_patient_ids(pats.index, where.table("patients"), where.is_file)
-    _, event = coerce_endpoints(pats, where.table("patients"))
+    time, event = coerce_endpoints(pats, where.table("patients"))
     if int(event.sum()) == 0:
         raise CohortError(
             f"{where.table('patients')}: the survival endpoint has no events (event is 0 for "
@@ -91,7 +98,121 @@ def validate_cohort(cohort: Cohort, sources: Mapping[str, str] | None = None) ->
             _check_bag(mod, cohort.data[mod], pats.index, where)
         else:
             _check_table(mod, spec.kind, spec.options, cohort.data[mod], pats.index, where)
+            frame = cohort.data[mod]
+            check_no_endpoints(frame, where.table(mod), ["time", "event", *cohort.labels])
+            _check_time_copy(frame, time, where.table(mod))
+            _check_magnitudes(frame, where.table(mod))
     _check_relations(cohort.relations, list(cohort.modalities), where)
+
+
+def check_no_endpoints(frame: pd.DataFrame, name: str, endpoints: list[str]) -> None:
+    """Refuse a modality column named like an endpoint or label (label leakage).
+
+    Args:
+        frame: The modality table.
+        name: The table's name in messages (its file).
+        endpoints: Column names of the time, the event and the labels.
+    """
+    for col in frame.columns:
+        if col in endpoints:
+            raise CohortError(
+                f"{name}: column '{col}' is an endpoint (survival time, event or label) of the "
+                "patients; a modality that holds it feeds the answer to the model (label "
+                "leakage). Remove the column from the modality; endpoints belong in patients.csv."
+            )
+
+
+def _check_time_copy(frame: pd.DataFrame, time: pd.Series, name: str) -> None:
+    """Refuse a numeric column that repeats the survival time (label leakage)."""
+    rows = time.reindex(frame.index)
+    for col in frame.columns:
+        values = frame[col]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        both = values.notna() & rows.notna()
+        if both.sum() >= 5 and values[both].nunique() > 1:
+            if np.allclose(values[both].to_numpy(np.float64), rows[both].to_numpy(np.float64)):
+                raise CohortError(
+                    f"{name}: column '{col}' equals the survival time of every patient who has "
+                    "it; a modality that holds the endpoint feeds the answer to the model "
+                    "(label leakage). Remove the column from the modality."
+                )
+
+
+def _check_magnitudes(frame: pd.DataFrame, name: str) -> None:
+    """Refuse inf and values beyond :data:`LIMIT` in the numeric columns of a table."""
+    num = frame.select_dtypes(include="number")
+    if num.empty:
+        return
+    values = num.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isnan(values) & ~(np.abs(values) <= LIMIT)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        value = float(values[r, c])
+        what = "is infinite" if np.isinf(value) else f"is {value:g}, beyond 1e30 in magnitude,"
+        raise CohortError(
+            f"{name}: column '{num.columns[c]}' {what} for patient '{num.index[r]}' (got "
+            f"{value!r}); expected a finite number of at most 1e30 in magnitude (one inf turns "
+            "the column's statistics into inf/NaN for every patient). Fix the cell, or leave "
+            "it empty for a missing value."
+        )
+
+
+def check_numeric_cells(
+    frame: pd.DataFrame, name: str, categorical: list[str] | None, skip: set[str]
+) -> None:
+    """Refuse text cells in the numeric columns of a tabular modality read from a file.
+
+    A column is read as numbers when ``options.categorical`` is given and
+    leaves it out, or when most of its cells are numbers: there a cell such as
+    ``'abc'`` or ``'57,0'`` (a decimal comma) would be imputed as missing, or
+    turn the whole column into categories. (A vector modality's columns are
+    checked by :func:`validate_cohort`.)
+
+    Args:
+        frame: The table, indexed by patient.
+        name: Its file name, for messages.
+        categorical: ``options.categorical`` (None: not given).
+        skip: Columns whose dtype ``cohort.yaml`` records (read as they say).
+    """
+    for col in frame.columns:
+        values = frame[col]
+        if (
+            col in skip
+            or (categorical is not None and col in categorical)
+            or pd.api.types.is_numeric_dtype(values)
+            or isinstance(values.dtype, pd.CategoricalDtype)
+        ):
+            continue
+        present = values[values.notna()]
+        if present.empty:
+            continue
+        odd = pd.to_numeric(present, errors="coerce").isna()
+        comma = present.astype(str).str.match(_DECIMAL_COMMA)
+        numeric_like = float((~odd | comma).mean())
+        if categorical is None and numeric_like < 0.5:
+            continue  # a text column: categories
+        if not odd.any():
+            continue
+        pid = odd.index[odd.to_numpy().argmax()]
+        cell = present[pid]
+        why = (
+            "it is not in options.categorical, so it is read as numbers"
+            if categorical is not None
+            else f"{numeric_like:.0%} of its cells are numbers, so it is read as numbers"
+        )
+        raise CohortError(
+            f"{name}: column '{col}' holds {show(cell)} for patient '{pid}', which is not a "
+            f"number, but {why}; {_number_fix(cell)}, or list the column in "
+            "options.categorical if it holds categories."
+        )
+
+
+def _number_fix(cell: object) -> str:
+    text = str(cell).strip()
+    if re.match(_DECIMAL_COMMA, text):
+        return f"it has a decimal comma: write {text.replace(',', '.')}"
+    return "fix the cell (leave it empty for a missing value)"
 
 
 def coerce_endpoints(
@@ -218,9 +339,12 @@ def _check_table(mod, kind, options, frame, known: pd.Index, where: _Where) -> N
                 if odd.any():
                     pid = values.index[odd.to_numpy().argmax()]
                     came = f": {show(values[pid])} for patient '{pid}'"
+                fix = "Make it a tabular modality or encode it."
+                if odd.any() and re.match(_DECIMAL_COMMA, str(values[pid])):
+                    fix = f"The cell has a decimal comma: {_number_fix(values[pid])}."
                 raise CohortError(
                     f"{name}: column '{col}' is not numeric (dtype {values.dtype}){came}; a "
-                    "vector modality holds numbers only. Make it a tabular modality or encode it."
+                    f"vector modality holds numbers only. {fix}"
                 )
     categorical = options.get("categorical") or []
     missing = [c for c in categorical if c not in frame.columns]
@@ -259,6 +383,17 @@ def _check_bag(mod, bag, known: pd.Index, where: _Where) -> None:
             )
             raise CohortError(
                 f"{where.item(mod, pid)}: expected a float32 array, got dtype {arr.dtype}; {hint}."
+            )
+        bad = ~(np.abs(arr) <= LIMIT)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            value = float(arr[i, j])
+            what = "NaN" if np.isnan(value) else "inf" if np.isinf(value) else f"{value:g}"
+            raise CohortError(
+                f"{where.item(mod, pid)}: holds {what} at instance {i}, feature {j} (patient "
+                f"'{pid}'); expected finite features of at most 1e30 in magnitude (one NaN "
+                "poisons the bag statistics of every patient). Re-extract this patient's "
+                "features or drop the bad instances."
             )
     widths = Counter(int(a.shape[1]) for a in bag.values())
     if len(widths) > 1:

@@ -274,6 +274,211 @@ CASES = [
 ]
 
 
+def _bag_with(pid, row, col, value):
+    array = np.ones((3, 4))
+    array[row, col] = value
+    return _npy(pid, array)
+
+
+def _npy_named(name, array):
+    def mutate(d: Path) -> None:
+        with open(d / "wsi" / name, "wb") as fh:  # np.save would append ".npy"
+            np.save(fh, array)
+
+    return mutate
+
+
+def _add_column(name, col, values):
+    return _csv(name, lambda f: f.assign(**{col: values}))
+
+
+def _duplicate_wsi_key(d: Path) -> None:
+    text = (d / "cohort.yaml").read_text()
+    (d / "cohort.yaml").write_text(
+        text.replace(
+            "  wsi: {kind: bag, path: wsi}\n",
+            "  wsi: {kind: bag, path: wsi}\n  wsi: {kind: bag, path: wsi2}\n",
+        )
+    )
+
+
+def _without_options(c):
+    del c["modalities"]["clinical"]["options"]
+
+
+# Values and layouts that used to be read silently (issue 14): each is refused at the reader.
+SILENT_CASES = [
+    (
+        "inf in a tabular column",
+        _cell("clinical.csv", 1, "age", "inf"),
+        r"clinical\.csv: column 'age' is infinite for patient '002' \(got inf\); expected a "
+        r"finite number of at most 1e30",
+    ),
+    (
+        "-inf in a vector column",
+        _cell("expression.csv", 0, "g1", "-inf"),
+        r"expression\.csv: column 'g1' is infinite for patient '001' \(got -inf\)",
+    ),
+    (
+        "absurd magnitude in a vector column",
+        _cell("expression.csv", 2, "g3", "6.5e303"),
+        r"expression\.csv: column 'g3' is 6\.5e\+303, beyond 1e30 in magnitude, for patient '003'",
+    ),
+    (
+        "NaN inside a bag",
+        _bag_with("002", 1, 2, np.nan),
+        r"wsi/002\.npy: holds NaN at instance 1, feature 2 \(patient '002'\); expected finite "
+        r"features",
+    ),
+    (
+        "inf inside a bag",
+        _bag_with("005", 2, 0, -np.inf),
+        r"wsi/005\.npy: holds inf at instance 2, feature 0 \(patient '005'\)",
+    ),
+    (
+        "absurd magnitude inside a bag",
+        _bag_with("001", 0, 3, 1e35),
+        r"wsi/001\.npy: holds 1e\+35 at instance 0, feature 3 \(patient '001'\)",
+    ),
+    (
+        "text cell in a numeric tabular column",
+        _cell("clinical.csv", 2, "age", "abc"),
+        r"clinical\.csv: column 'age' holds 'abc' for patient '003', which is not a number, but "
+        r"it is not in options\.categorical, so it is read as numbers; fix the cell",
+    ),
+    (
+        "decimal comma in a numeric tabular column",
+        _cell("clinical.csv", 0, "age", "61,5"),
+        r"clinical\.csv: column 'age' holds '61,5' for patient '001', which is not a number.*"
+        r"it has a decimal comma: write 61\.5",
+    ),
+    (
+        "text cell in a mostly numeric column, categorical not given",
+        lambda d: (_yaml(_without_options)(d), _cell("clinical.csv", 2, "age", "abc")(d)),
+        r"clinical\.csv: column 'age' holds 'abc' for patient '003', which is not a number, but "
+        r"75% of its cells are numbers, so it is read as numbers",
+    ),
+    (
+        "decimal comma in a vector column",
+        _cell("expression.csv", 1, "g2", "0,5"),
+        r"expression\.csv: column 'g2' is not numeric \(dtype object\): '0,5' for patient "
+        r"'002'; .*decimal comma: write 0\.5",
+    ),
+    (
+        "time column in a modality",
+        _add_column("clinical.csv", "months", ["12.5", "30.0", "7.25", "44.0", "0.0"]),
+        r"clinical\.csv: column 'months' is an endpoint \(survival time, event or label\).*"
+        r"\(label leakage\)",
+    ),
+    (
+        "event column in a modality",
+        _add_column("expression.csv", "status", ["1", "0", "1", "0"]),
+        r"expression\.csv: column 'status' is an endpoint",
+    ),
+    (
+        "label column in a modality",
+        _add_column("clinical.csv", "subtype", ["a", "b", "a", "b", "a"]),
+        r"clinical\.csv: column 'subtype' is an endpoint",
+    ),
+    (
+        "time copied into a modality under another name",
+        _add_column("clinical.csv", "follow_up", ["12.5", "30.0", "7.25", "44.0", "0.0"]),
+        r"clinical\.csv: column 'follow_up' equals the survival time of every patient who has "
+        r"it.*label leakage",
+    ),
+    (
+        "path climbing out of the folder",
+        _yaml(lambda c: c["modalities"]["clinical"].update(path="../clinical.csv")),
+        r"cohort\.yaml: modality 'clinical' has path '\.\./clinical\.csv', which leads outside "
+        r"the cohort folder .*allow_outside=True",
+    ),
+    (
+        "absolute path",
+        _yaml(lambda c: c["modalities"]["wsi"].update(path="/tmp")),
+        r"cohort\.yaml: modality 'wsi' has path '/tmp', which leads outside the cohort folder",
+    ),
+    (
+        "path climbing out and back in",
+        _yaml(lambda c: c["modalities"]["clinical"].update(path="wsi/../../c/clinical.csv")),
+        r"modality 'clinical' has path 'wsi/\.\./\.\./c/clinical\.csv', which leads outside",
+    ),
+    (
+        "duplicate modality key",
+        _duplicate_wsi_key,
+        r"cohort\.yaml: key 'wsi' appears twice in one mapping \(lines 5 and 6\); YAML would "
+        r"keep only the last",
+    ),
+    (
+        "two modalities reading one file",
+        _yaml(
+            lambda c: c["modalities"].update(again={"kind": "tabular", "path": "./clinical.csv"})
+        ),
+        r"cohort\.yaml: modalities 'clinical' and 'again' both read '\./clinical\.csv'",
+    ),
+    (
+        "unknown option key",
+        _yaml(lambda c: c["modalities"]["expression"].update(options={"chunksize": 4})),
+        r"cohort\.yaml modality 'expression': unknown option 'chunksize'\. Did you mean "
+        r"'chunk_size'\? A vector modality takes: groups, chunk_size, max_features\.",
+    ),
+    (
+        "option of another kind",
+        _yaml(lambda c: c["modalities"]["clinical"]["options"].update(max_instances=4)),
+        r"cohort\.yaml modality 'clinical': unknown option 'max_instances'\. 'max_instances' is "
+        r"an option of bag modalities\. A tabular modality takes: categorical\.",
+    ),
+    (
+        "bag file in a format graphmed does not read",
+        lambda d: np.savez(d / "wsi" / "003.npz", x=np.ones((2, 4))),
+        r"wsi/003\.npz: a bag folder holds \.npy or \.pt arrays, one per patient; graphmed does "
+        r"not read \.npz files",
+    ),
+    (
+        "two files of one patient differing in case",
+        _npy_named("002.NPY", np.ones((2, 4))),
+        r"wsi/: patient id '002' has two files, 002\.NPY and 002\.npy",
+    ),
+]
+CASES += SILENT_CASES
+
+
+def test_bag_files_with_upper_case_suffixes_are_read(tmp_path):
+    folder = write_folder(tmp_path / "c")
+    (folder / "wsi" / "001.npy").rename(folder / "wsi" / "001.NPY")
+    torch.save(torch.ones(2, 4), folder / "wsi" / "003.PT")
+    cohort = read_cohort(folder)
+    assert cohort.data["wsi"]["001"].shape == (3, 4)
+    assert cohort.data["wsi"]["003"].tolist() == [[1.0] * 4] * 2
+
+
+def test_paths_outside_the_folder_need_allow_outside(tmp_path):
+    folder = write_folder(tmp_path / "c")
+    shared = tmp_path / "shared"
+    (folder / "wsi").rename(shared)
+    conf = yaml.safe_load((folder / "cohort.yaml").read_text())
+    conf["modalities"]["wsi"]["path"] = "../shared"
+    (folder / "cohort.yaml").write_text(yaml.safe_dump(conf))
+    with pytest.raises(CohortError, match="leads outside the cohort folder"):
+        read_cohort(folder)
+    assert sorted(read_cohort(folder, allow_outside=True).data["wsi"]) == ["001", "002", "005"]
+    (folder / "wsi").symlink_to(shared)  # a symlink inside the folder is the user's own choice
+    conf["modalities"]["wsi"]["path"] = "wsi"
+    (folder / "cohort.yaml").write_text(yaml.safe_dump(conf))
+    assert sorted(read_cohort(folder).data["wsi"]) == ["001", "002", "005"]
+
+
+def test_in_memory_cohorts_get_the_value_checks_too():
+    patients, table, bag = _frames()
+    with pytest.raises(
+        CohortError, match=r"modality 'tab': column 'x' is infinite for patient 'b'"
+    ):
+        Cohort.from_frames(patients, {"tab": table.assign(x=[1.0, np.inf])})
+    with pytest.raises(CohortError, match=r"modality 'wsi', patient 'a': holds NaN at instance 1"):
+        Cohort.from_frames(patients, {"wsi": {**bag, "a": np.array([[0, 0, 0], [0, np.nan, 0]])}})
+    with pytest.raises(CohortError, match=r"modality 'tab': column 'time' is an endpoint"):
+        Cohort.from_frames(patients, {"tab": table.assign(time=[1.0, 2.0])})
+
+
 def test_the_unmutated_folder_is_valid(tmp_path):
     folder = write_folder(tmp_path / "c")
     (folder / "patients.xlsx").write_bytes(b"PK")  # used by the "unknown table format" case
