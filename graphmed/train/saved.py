@@ -4,15 +4,20 @@ The directory holds ``weights.pt`` (tensors only), ``model.json`` (graphmed
 version, the resolved config and its hash, the fitted preprocessing with the
 feature names of every modality, relations, meta-paths, node layouts, label
 classes, training cohort name, modality specs and the missingness patterns
-seen in training) and ``config.yaml``. It loads on the CPU whatever device it
-was trained on (``map_location``), and reads new cohorts through
-:func:`~graphmed.train.compat.check_compatibility`.
+seen in training, and the SHA-256 checksums of the weights and of its own
+content) and ``config.yaml``. It loads on the CPU whatever device it was
+trained on (``map_location``), and reads new cohorts through
+:func:`~graphmed.train.compat.check_compatibility`. :func:`load_model` refuses
+a folder whose weights or ``model.json`` changed after save (the checksums
+catch damage and edits, not a forger who rewrites them too), or that a newer
+graphmed wrote.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +28,8 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from .. import __version__
-from .._atomic import atomic_path, write_json
+from .._atomic import _jsonable, atomic_path, write_json
+from .._safeload import load_tensors
 from ..data.cohort import Cohort
 from ..data.preprocess import CohortPreprocessor
 from ..errors import GraphMedError
@@ -165,13 +171,20 @@ class TrainedModel:
         return out
 
     def save(self, path: str | Path) -> Path:
-        """Write the model directory (each file atomically)."""
+        """Write the model directory (each file atomically).
+
+        ``model.json`` records the SHA-256 of the weights (their names, dtypes,
+        shapes and values) and of its own content, which :func:`load_model`
+        checks: a damaged or edited file is refused instead of used.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         with atomic_path(path / "weights.pt") as tmp:
             torch.save(state, tmp)
-        write_json(path / "model.json", self.to_dict())
+        meta = json.loads(json.dumps(self.to_dict(), default=_jsonable))  # as read back
+        meta["checksums"] = {"weights": weights_digest(state), "model.json": meta_digest(meta)}
+        write_json(path / "model.json", meta)
         from ..configuration import dump_yaml
 
         dump_yaml(experiment_to_dict(self.config), path / "config.yaml")
@@ -214,12 +227,21 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
     meta_file, weights = path / "model.json", path / "weights.pt"
     for f in (meta_file, weights):
         if not f.exists():
-            raise GraphMedError(f"'{path}' is not a graphmed model directory: {f.name} is missing")
+            raise GraphMedError(
+                f"{f.name} is missing from '{path}'; a graphmed model directory holds "
+                "model.json and weights.pt. Copy the whole model folder again from where it "
+                "was trained, or retrain it (graphmed train)."
+            )
     try:
         meta = json.loads(meta_file.read_text())
-        state = torch.load(weights, map_location=device, weights_only=True)
-    except (json.JSONDecodeError, RuntimeError, OSError) as err:
-        raise GraphMedError(f"cannot read the model in '{path}': {err}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise GraphMedError(
+            f"cannot read '{meta_file}' ({err}); copy the model folder again, or retrain it"
+        ) from err
+    _check_version(meta, meta_file)
+    fix = "copy the model folder again from where it was trained, or retrain it"
+    state = load_tensors(weights, what="model weights", fix=fix, map_location=device)
+    _check_checksums(meta, state, meta_file, weights)
     config = experiment_from_dict(_with_added_options(meta["config"]))
     fitted = FittedData(
         CohortPreprocessor.from_dict(meta["fitted"]["preprocessor"]),
@@ -237,7 +259,7 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
     model = build_model(fitted, shell, None, fit_priors=False, bins=bins)
     model.load_state_dict(state)
     model.to(device).eval()
-    skip = ("config", "fitted", "layouts", "metapaths", "time_bins")
+    skip = ("config", "fitted", "layouts", "metapaths", "time_bins", "checksums")
     info = {k: v for k, v in meta.items() if k not in skip}
     return TrainedModel(model, fitted, layouts, info)
 
@@ -284,6 +306,71 @@ def config_hash(config: ExperimentConfig) -> str:
     """First 16 hex digits of the SHA-256 of the resolved config (sorted-key JSON)."""
     text = json.dumps(experiment_to_dict(config), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict: every tensor's name, dtype, shape and bytes, in name order.
+
+    It depends on the values only, not on how ``torch.save`` laid out the file
+    (a model saved from a GPU and one saved from the CPU agree).
+    """
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of ``model.json``'s content (sorted-key JSON), its ``checksums`` left out."""
+    body = {k: v for k, v in meta.items() if k != "checksums"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _check_checksums(meta: dict[str, Any], state: dict, meta_file: Path, weights: Path) -> None:
+    """Refuse weights or a model.json changed since save (models saved before checksums pass)."""
+    sums = meta.get("checksums")
+    if not isinstance(sums, dict):
+        return
+    fix = (
+        "copy the model folder again from where it was trained, or retrain it (graphmed "
+        "train); a model is never used with weights or preprocessing that differ from "
+        "those it was saved with"
+    )
+    if sums.get("model.json") != meta_digest(meta):
+        raise GraphMedError(
+            f"'{meta_file}' was changed after graphmed saved it (its content does not match "
+            f"the checksum recorded in it): the preprocessing statistics, config or layouts "
+            f"may not be those the weights were trained with; {fix}."
+        )
+    if sums.get("weights") != weights_digest(state):
+        raise GraphMedError(
+            f"'{weights}' does not match the checksum recorded in {meta_file.name} at save: "
+            f"the weights were changed or damaged after graphmed wrote them; {fix}."
+        )
+
+
+def _check_version(meta: dict[str, Any], meta_file: Path) -> None:
+    """Refuse a model saved by a newer graphmed (it may hold what this one cannot read)."""
+    saved = meta.get("graphmed_version")
+    if saved is None:
+        return
+    if _release(str(saved)) > _release(__version__):
+        raise GraphMedError(
+            f"'{meta_file}' was saved by graphmed {saved}, newer than this graphmed "
+            f"{__version__}; it may use options this version cannot read. Upgrade graphmed "
+            f"(pip install -U graphmed) to load it, or retrain the model with this version."
+        )
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """``"0.12.1rc1"`` -> ``(0, 12, 1)``: the numeric release part of a version string."""
+    match = re.match(r"\d+(\.\d+)*", version.strip())
+    parts = [int(x) for x in match.group(0).split(".")] if match else []
+    while parts and parts[-1] == 0:  # "0.2" == "0.2.0"
+        parts.pop()
+    return tuple(parts)
 
 
 def _load_device(device: str) -> torch.device:
