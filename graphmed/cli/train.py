@@ -28,11 +28,19 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train.cv import cross_validate
-    from ..train.saved import fit_final
+    from .._lock import run_lock
 
     config = load_config_from_args(args)
     cohort = read_cohort_arg(args.cohort)
+    # One run per --out: a second one would interleave its folds and metrics with ours.
+    with run_lock(args.out, "graphmed train"):
+        return _train(args, config, cohort)
+
+
+def _train(args: argparse.Namespace, config, cohort) -> int:
+    from ..train.cv import cross_validate
+    from ..train.saved import fit_final
+
     result = cross_validate(cohort, config, args.out, resume=args.resume)
     print(methods_table(result.metrics))
     if not args.no_final:

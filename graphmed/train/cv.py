@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from .._atomic import atomic_path, write_json
+from .._lock import run_lock
 from ..data.cohort import Cohort
 from ..errors import ConfigError, did_you_mean
 from ..graph.relations import RelationGraph
@@ -95,8 +96,16 @@ def cross_validate(
 
     Writes to ``out_dir`` (when given): ``metrics.json``, ``oof_predictions.csv``,
     ``config.yaml``, ``log.txt``, per-fold checkpoints and results under
-    ``folds/``, and the reports (Kaplan-Meier plot and others).
+    ``folds/``, and the reports (Kaplan-Meier plot and others). ``out_dir`` is
+    locked while the run writes (a second run into it is refused).
     """
+    if out_dir is None:
+        return _cross_validate(cohort, config, None, resume, include_graphmed, log)
+    with run_lock(out_dir, "graphmed run"):
+        return _cross_validate(cohort, config, out_dir, resume, include_graphmed, log)
+
+
+def _cross_validate(cohort, config, out_dir, resume, include_graphmed, log) -> CVResult:
     ev = config.eval
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:

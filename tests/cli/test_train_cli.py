@@ -1,9 +1,16 @@
 """``graphmed train``: what a user's run folder may hold, and what it must refuse."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 import graphmed
+from graphmed._lock import LOCK_NAME, run_lock
 from graphmed.cli import main
+from graphmed.errors import GraphMedError
+from graphmed.train.config import load_experiment
 
 FAST = [
     "model.hidden=8",
@@ -38,3 +45,69 @@ def test_resume_with_a_crafted_checkpoint_runs_no_code(
     assert _train(cohort_dir, out, "--resume", "--no-final") == 2
     assert "refused to read checkpoint" in capsys.readouterr().err
     assert not marker.exists()
+
+
+HOLD_LOCK = """
+import sys, time
+from graphmed._lock import run_lock
+with run_lock(sys.argv[1], "graphmed train"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def other_run(tmp_path):
+    """Factory: a separate process that holds the lock of ``out`` until it is killed."""
+    procs = []
+
+    def start(out):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True
+        )
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "locked"
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_second_train_into_the_same_out_is_refused(cohort_dir, tmp_path, capsys, other_run):
+    out = tmp_path / "run"
+    proc = other_run(out)
+    assert _train(cohort_dir, out, "--no-final") == 2
+    err = capsys.readouterr().err
+    assert f"is in use by another graphmed train (process {proc.pid}; lock file" in err
+    assert "Wait for it to finish or write to another output folder" in err
+    assert not (out / "metrics.json").exists() and not (out / "folds").exists()
+    with pytest.raises(
+        GraphMedError, match=rf"in use by another graphmed run \(process {proc.pid}"
+    ):
+        graphmed.cross_validate(graphmed.read_cohort(cohort_dir), load_experiment(None, FAST), out)
+
+
+def test_lock_of_a_killed_run_is_taken_over_and_released(cohort_dir, tmp_path, other_run):
+    out = tmp_path / "run"
+    proc = other_run(out)
+    proc.kill()  # SIGKILL: no clean-up, the lock file stays with a dead pid
+    proc.wait()
+    assert (out / LOCK_NAME).read_text().strip() == str(proc.pid)
+    assert _train(cohort_dir, out, "--resume", "--no-final") == 0
+    assert (out / "metrics.json").exists()
+    assert not (out / LOCK_NAME).exists()  # released at the end
+
+
+def test_lock_is_reentrant_in_one_process_and_refuses_a_live_pid(tmp_path):
+    with run_lock(tmp_path, "graphmed train") as path:
+        with run_lock(tmp_path, "graphmed train"):
+            assert path.read_text().strip() == str(os.getpid())
+        assert path.exists()  # still held by the outer block
+    assert not path.exists()
+    path.write_text(f"{os.getppid()}\n")  # a live process that is not this one
+    with pytest.raises(GraphMedError, match=rf"\(process {os.getppid()}; lock file"):
+        with run_lock(tmp_path, "graphmed train"):
+            pass
+    assert path.read_text().strip() == str(os.getppid())  # someone else's lock is left alone
