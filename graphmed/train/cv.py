@@ -28,6 +28,7 @@ from ..graph.relations import RelationGraph
 from ..nn.model import GraphMedModel
 from .builder import FittedData, build_model, fit_data, stratify_key
 from .config import ExperimentConfig, experiment_to_dict
+from .fingerprint import check_resume, run_fingerprint
 from .trainer import Predictions, Trainer
 
 
@@ -110,6 +111,7 @@ def _cross_validate(cohort, config, out_dir, resume, include_graphmed, log) -> C
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        check_resume(out, run_fingerprint(cohort, config), resume)  # before anything is written
         (out / "folds").mkdir(exist_ok=True)
         from ..configuration import dump_yaml
 

@@ -111,3 +111,10 @@ def test_lock_is_reentrant_in_one_process_and_refuses_a_live_pid(tmp_path):
         with run_lock(tmp_path, "graphmed train"):
             pass
     assert path.read_text().strip() == str(os.getppid())  # someone else's lock is left alone
+
+
+def test_resume_with_another_config_is_refused(cohort_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(cohort_dir, out, "--no-final") == 0
+    assert _train(cohort_dir, out, "--resume", "--no-final", "--set", "train.lr=0.01") == 2
+    assert "different config (train.lr: 0.001 there, 0.01 now)" in capsys.readouterr().err
