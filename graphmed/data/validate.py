@@ -201,18 +201,23 @@ def check_numeric_cells(
             if categorical is not None
             else f"{numeric_like:.0%} of its cells are numbers, so it is read as numbers"
         )
+        point = _with_point(cell)
+        fix = (
+            f"it has a decimal comma: write {point}"
+            if point
+            else "fix the cell (leave it empty for a missing value)"
+        )
         raise CohortError(
             f"{name}: column '{col}' holds {show(cell)} for patient '{pid}', which is not a "
-            f"number, but {why}; {_number_fix(cell)}, or list the column in "
+            f"number, but {why}; {fix}, or list the column in "
             "options.categorical if it holds categories."
         )
 
 
-def _number_fix(cell: object) -> str:
+def _with_point(cell: object) -> str | None:
+    """``'57,0'`` -> ``'57.0'``: a number written with a decimal comma; else None."""
     text = str(cell).strip()
-    if re.match(_DECIMAL_COMMA, text):
-        return f"it has a decimal comma: write {text.replace(',', '.')}"
-    return "fix the cell (leave it empty for a missing value)"
+    return text.replace(",", ".") if re.match(_DECIMAL_COMMA, text) else None
 
 
 def coerce_endpoints(
@@ -340,8 +345,9 @@ def _check_table(mod, kind, options, frame, known: pd.Index, where: _Where) -> N
                     pid = values.index[odd.to_numpy().argmax()]
                     came = f": {show(values[pid])} for patient '{pid}'"
                 fix = "Make it a tabular modality or encode it."
-                if odd.any() and re.match(_DECIMAL_COMMA, str(values[pid])):
-                    fix = f"The cell has a decimal comma: {_number_fix(values[pid])}."
+                point = _with_point(values[pid]) if odd.any() else None
+                if point:
+                    fix = f"It has a decimal comma: write {point}."
                 raise CohortError(
                     f"{name}: column '{col}' is not numeric (dtype {values.dtype}){came}; a "
                     f"vector modality holds numbers only. {fix}"
@@ -391,8 +397,8 @@ def _check_bag(mod, bag, known: pd.Index, where: _Where) -> None:
             what = "NaN" if np.isnan(value) else "inf" if np.isinf(value) else f"{value:g}"
             raise CohortError(
                 f"{where.item(mod, pid)}: holds {what} at instance {i}, feature {j} (patient "
-                f"'{pid}'); expected finite features of at most 1e30 in magnitude (one NaN "
-                "poisons the bag statistics of every patient). Re-extract this patient's "
+                f"'{pid}'); expected finite features of at most 1e30 in magnitude (one NaN or "
+                "inf poisons the bag statistics of every patient). Re-extract this patient's "
                 "features or drop the bad instances."
             )
     widths = Counter(int(a.shape[1]) for a in bag.values())

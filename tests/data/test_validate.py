@@ -442,6 +442,94 @@ SILENT_CASES = [
 CASES += SILENT_CASES
 
 
+def _write_parquet_garbage(d: Path) -> None:
+    _yaml(lambda c: c["modalities"]["expression"].update(path="expression.parquet"))(d)
+    (d / "expression.parquet").write_bytes(b"PAR1 not really")
+
+
+# The other checks of docs/cohort-format.md, so that every row there has its test here.
+LAYOUT_CASES = [
+    ("top level not a mapping", _write("cohort.yaml", b"[1, 2]\n"), r"expected a mapping of \["),
+    (
+        "modalities missing",
+        _yaml(lambda c: c.pop("modalities")),
+        r"cohort\.yaml: 'modalities' must map each modality name to",
+    ),
+    (
+        "endpoints not a mapping",
+        _yaml(lambda c: c.update(endpoints="months")),
+        r"cohort\.yaml: 'endpoints' must be a mapping, got 'months'",
+    ),
+    (
+        "labels not a list",
+        _yaml(lambda c: c["endpoints"].update(labels="subtype")),
+        r"cohort\.yaml: endpoints\.labels must be a list of columns",
+    ),
+    (
+        "relations not a list of lists",
+        _yaml(lambda c: c.update(relations="wsi")),
+        r"cohort\.yaml: relations must be a list of \[source, relation, target\], got 'wsi'",
+    ),
+    (
+        "relation without three names",
+        _yaml(lambda c: c.update(relations=[["wsi", "expression"]])),
+        r"cohort\.yaml: relation \('wsi', 'expression'\): expected \[source, relation, target\]",
+    ),
+    (
+        "dtypes not a mapping of mappings",
+        _yaml(lambda c: c.update(dtypes={"clinical": "float32"})),
+        r"cohort\.yaml: 'dtypes' must map a table to \{column: dtype\}",
+    ),
+    (
+        "dtypes names a column the file lacks",
+        _yaml(lambda c: c.update(dtypes={"clinical": {"agee": "float64"}})),
+        r"cohort\.yaml: dtypes of clinical\.csv name column 'agee', which the file does not "
+        r"have\. Did you mean 'age'\?",
+    ),
+    (
+        "cell not of its recorded dtype",
+        _yaml(lambda c: c.update(dtypes={"clinical": {"grade": "int64"}})),
+        r"clinical\.csv: cannot read the CSV file \(ValueError: invalid literal for int\(\)",
+    ),
+    (
+        "modality entry not a mapping",
+        _yaml(lambda c: c["modalities"].update(wsi="bag")),
+        r"cohort\.yaml modality 'wsi': expected \{kind: \.\.\., path: \.\.\.\}, got 'bag'",
+    ),
+    (
+        "kind missing",
+        _yaml(lambda c: c["modalities"]["wsi"].pop("kind")),
+        r"cohort\.yaml modality 'wsi': missing 'kind'; expected one of tabular, vector, bag",
+    ),
+    (
+        "options not a mapping",
+        _yaml(lambda c: c["modalities"]["wsi"].update(options=4)),
+        r"cohort\.yaml modality 'wsi': 'options' must be a mapping, got 4",
+    ),
+    (
+        "bag path is a file",
+        _yaml(lambda c: c["modalities"]["wsi"].update(path="patients.xlsx")),
+        r"patients\.xlsx: is a file; a bag modality is a folder of \.npy/\.pt arrays",
+    ),
+    (
+        "column twice in a CSV header",
+        _write("clinical.csv", b"patient_id,age,age\n001,1,2\n"),
+        r"clinical\.csv: column 'age' appears twice in the header; rename one",
+    ),
+    (
+        "unreadable CSV",
+        _write("clinical.csv", b"patient_id,age\n001,1,2,3\n\xff\xfe\n"),
+        r"clinical\.csv: cannot read the CSV file \(",
+    ),
+    (
+        "unreadable Parquet",
+        _write_parquet_garbage,
+        r"expression\.parquet: cannot read the Parquet file \(.*\); re-export it",
+    ),
+]
+CASES += LAYOUT_CASES
+
+
 def test_bag_files_with_upper_case_suffixes_are_read(tmp_path):
     folder = write_folder(tmp_path / "c")
     (folder / "wsi" / "001.npy").rename(folder / "wsi" / "001.NPY")
