@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -10,24 +11,57 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import WriteError
+
+# What torch.save raises when the disk fills up under it: no errno, a message from its
+# zip writer ("unexpected pos 4096 vs 0", "PytorchStreamWriter failed writing file").
+_TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "No space left")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path; on success it is renamed onto ``path``.
 
-    An exception (or a kill) before the rename leaves no file under ``path``.
+    An exception (or a kill) before the rename leaves no file under ``path``,
+    and the temporary file is removed (a kill leaves it, hidden: ``.name.*.tmp``).
+
+    Raises:
+        WriteError: Writing failed (a full disk, no permission, torch's
+            writer giving up); the message names ``path`` and says that
+            nothing was written under it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, WriteError) or not _write_failure(err):
+            raise
+        raise WriteError(
+            f"cannot write '{path}' ({type(err).__name__}: {_reason(err)}); nothing was written "
+            "under that name. Free some disk space (or write elsewhere) and run again."
+        ) from err
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def _write_failure(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return True
+    return any(s in str(err) for s in _TORCH_WRITE_FAILURES)
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return "no space left on the device"
+    text = (str(err).strip().splitlines() or [""])[0]
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

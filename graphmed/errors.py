@@ -27,6 +27,13 @@ class MetaPathError(GraphMedError):
     """A meta-path does not follow the relation graph."""
 
 
+class WriteError(GraphMedError, OSError):
+    """Writing a file failed (a full disk, no permission); the message names the file.
+
+    It is an :class:`OSError` too, so callers that catch write failures keep working.
+    """
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest choice, or ``""``."""
     match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
