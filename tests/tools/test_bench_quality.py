@@ -78,3 +78,49 @@ def test_results_made_before_an_option_existed_match_its_old_behaviour(bench, tm
     assert bench._comparable(older, new_way[0]) != bench._comparable(new_way[0]["spec"], new_way[0])
     older["config"]["train"]["lr"] = 0.5  # any other difference still shows
     assert bench._comparable(older, old_way[0]) != bench._comparable(old_way[0]["spec"], old_way[0])
+
+
+def _fake_cohort(widths: dict[str, tuple[str, int]]):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    return SimpleNamespace(
+        modalities={m: SimpleNamespace(kind=k) for m, (k, _) in widths.items()},
+        modality_names=list(widths),
+        data={m: np.zeros((3, w)) for m, (_, w) in widths.items()},
+    )
+
+
+def test_widest_is_rnaseq_when_present_else_the_widest_vector(bench):
+    mods = {"clinical": ("tabular", 900), "cnv": ("vector", 50), "mut": ("vector", 80)}
+    assert bench.widest(_fake_cohort(mods)) == "mut"
+    assert bench.widest(_fake_cohort({**mods, "rnaseq": ("vector", 10)})) == "rnaseq"
+
+
+def test_widest_setting_keeps_its_name_and_hides_the_widest_modality(bench):
+    cohort = bench.load_cohort("breast_cancer", 200)
+    cohort = cohort.subset(cohort.patient_ids[:40])
+    tests = bench.masked_tests(cohort, ["widest"], [0.0, 0.5], seed=1)
+    assert list(tests) == ["none", "widest 50%"]
+    present = tests["widest 50%"].present_mask()
+    assert present["expression"].sum() == 20 and present["clinical"].all()
+
+
+def test_versus_best_pairs_folds_against_the_best_baseline_and_the_mlp(bench):
+    folds = ["r0f0", "r0f1", "r0f2"]
+    scores = {
+        "c1": {
+            "graphmed@default": {"none": dict(zip(folds, [0.70, 0.60, 0.65]))},
+            "coxnet": {"none": dict(zip(folds, [0.66, 0.62, 0.64]))},
+            "rsf:clinical": {"none": dict(zip(folds, [0.50, 0.50, 0.50]))},
+            "mlp_zero": {"none": dict(zip(folds, [0.60, 0.55, 0.60]))},
+        }
+    }
+    vs = bench.versus_best({"scores": scores, "extras": {}}, "graphmed@default")["c1"]
+    assert vs["best"]["name"] == "coxnet"
+    assert vs["best"]["diff"] == pytest.approx((0.04 - 0.02 + 0.01) / 3)
+    assert (vs["best"]["better"], vs["best"]["worse"]) == (2, 1)
+    assert vs["mlp"]["diff"] == pytest.approx(0.2 / 3) and vs["mlp"]["worse"] == 0
+    lines = "\n".join(bench._versus_lines({"c1": vs}, "graphmed@default"))
+    assert "best baseline 0.640" in lines and "ahead of mlp_zero in 1 of 1" in lines
