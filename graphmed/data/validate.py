@@ -80,6 +80,13 @@ def validate_cohort(cohort: Cohort, sources: Mapping[str, str] | None = None) ->
             f"all {len(pats)} patients); a survival model needs at least one observed event. "
             "Check the event coding: 1 = event observed, 0 = censored."
         )
+    if len(time) > 1 and time.nunique() == 1:
+        raise CohortError(
+            f"{where.table('patients')}: every patient has the same time ({show(time.iloc[0])} for "
+            f"all {len(time)} patients), so no two can be ordered: a survival model cannot "
+            "learn from them and a C-index cannot be computed. Check the time column (an "
+            "export that wrote 0 or one constant for every patient?)."
+        )
     for label in cohort.labels:
         if label not in pats.columns or label in ("time", "event"):
             config = where.sources.get("config")

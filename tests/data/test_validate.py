@@ -528,6 +528,19 @@ LAYOUT_CASES = [
     ),
 ]
 CASES += LAYOUT_CASES
+CASES += [
+    (
+        "every time 0",
+        _csv("patients.csv", lambda f: f.assign(months="0")),
+        r"patients\.csv: every patient has the same time \(0\.0 for all 6 patients\), so no two "
+        r"can be ordered",
+    ),
+    (
+        "every time the same",
+        _csv("patients.csv", lambda f: f.assign(months="12", status="1")),
+        r"every patient has the same time \(12\.0 for all 6 patients\)",
+    ),
+]
 
 
 def test_bag_files_with_upper_case_suffixes_are_read(tmp_path):
