@@ -109,9 +109,22 @@ class TrainedModel:
     def predict_graphs(
         self, graphs: PatientGraphs, device: str = "cpu", batch_size: int = 1024
     ) -> Predictions:
-        """Outputs for already built graphs (evaluation mode)."""
+        """Outputs for already built graphs (evaluation mode).
+
+        Raises:
+            GraphMedError: A risk is NaN or infinite (rather than writing it).
+        """
         trainer = Trainer(_with_device(self.config, device).train)
-        return trainer.predict(self.model, graphs, batch_size)
+        preds = trainer.predict(self.model, graphs, batch_size)
+        if preds.risk is not None and not np.isfinite(preds.risk).all():
+            bad = np.flatnonzero(~np.isfinite(preds.risk))
+            ids = [preds.patient_ids[i] for i in bad[:5]]
+            raise GraphMedError(
+                f"the model gives a non-finite risk for {len(bad)} of {len(preds.risk)} "
+                f"patients (e.g. {ids}); nothing is written. Check those patients' inputs "
+                "against the training data (graphmed cohort validate), or retrain the model."
+            )
+        return preds
 
     def embed(
         self,
@@ -242,6 +255,7 @@ def load_model(path: str | Path, device: str = "cpu") -> TrainedModel:
     fix = "copy the model folder again from where it was trained, or retrain it"
     state = load_tensors(weights, what="model weights", fix=fix, map_location=device)
     _check_checksums(meta, state, meta_file, weights)
+    _check_finite(state, weights)
     config = experiment_from_dict(_with_added_options(meta["config"]))
     fitted = FittedData(
         CohortPreprocessor.from_dict(meta["fitted"]["preprocessor"]),
@@ -349,6 +363,18 @@ def _check_checksums(meta: dict[str, Any], state: dict, meta_file: Path, weights
             f"'{weights}' does not match the checksum recorded in {meta_file.name} at save: "
             f"the weights were changed or damaged after graphmed wrote them; {fix}."
         )
+
+
+def _check_finite(state: dict[str, torch.Tensor], weights: Path) -> None:
+    """Refuse weights holding NaN or inf: every risk of the model would be NaN."""
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            n = int((~torch.isfinite(t)).sum())
+            raise GraphMedError(
+                f"'{weights}' holds {n} NaN or infinite values in '{name}', so every risk the "
+                "model gives would be NaN; the training diverged or the model was saved "
+                "broken. Retrain it (a lower train.lr, or train.precision=fp32)."
+            )
 
 
 def _check_version(meta: dict[str, Any], meta_file: Path) -> None:

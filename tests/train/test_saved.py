@@ -130,3 +130,27 @@ def test_older_and_equal_versions_load(folder):
     graphmed.load_model(folder)
     _edit_json(folder, lambda m: m.update(graphmed_version=graphmed.__version__ + ".0"))
     graphmed.load_model(folder)
+
+
+def test_weights_with_nan_are_refused(saved, tmp_path):
+    model = graphmed.load_model(saved[0])
+    name = next(k for k, v in model.model.state_dict().items() if v.is_floating_point())
+    model.model.state_dict()[name].view(-1)[0] = float("nan")
+    folder = model.save(tmp_path / "broken")  # checksums of the broken weights: they match
+    with pytest.raises(
+        GraphMedError, match=rf"weights\.pt' holds 1 NaN or infinite values in '{name}'"
+    ):
+        graphmed.load_model(folder)
+
+
+def test_a_non_finite_risk_is_refused_not_written(saved, tmp_path):
+    model = graphmed.load_model(saved[0])
+    head = next(p for n, p in model.model.named_parameters() if n.startswith("heads.survival"))
+    with torch.no_grad():
+        head.fill_(float("nan"))
+    with pytest.raises(GraphMedError, match=r"non-finite risk for 40 of 40 patients \(e\.g\. \["):
+        model.predict(saved[1])
+    out = tmp_path / "emb.parquet"
+    with pytest.raises(GraphMedError, match="non-finite risk"):
+        graphmed.export_embeddings(model, saved[1], out)
+    assert not out.exists()
