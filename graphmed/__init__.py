@@ -15,7 +15,14 @@ from .data.mcat import read_mcat
 from .data.preprocess import CohortPreprocessor
 from .data.recipes import list_recipes, load_recipe, materialize
 from .data.synthetic import make_synthetic_cohort
-from .errors import CohortError, ConfigError, GraphMedError, MetaPathError
+from .errors import (
+    CohortError,
+    CohortWarning,
+    ConfigError,
+    GraphMedError,
+    MetaPathError,
+    WriteError,
+)
 from .estimators import GraphMedClassifier, GraphMedSurvival
 from .export import embed_frame, export_embeddings, read_export_metadata
 from .graph.batch import GraphBatch
@@ -31,6 +38,7 @@ from .train.saved import TrainedModel, fit_final, load_model
 __all__ = [
     "Cohort",
     "CohortError",
+    "CohortWarning",
     "CompatibilityReport",
     "CompatibilityWarning",
     "CohortPreprocessor",
@@ -47,6 +55,7 @@ __all__ = [
     "PatientGraphs",
     "RelationGraph",
     "TrainedModel",
+    "WriteError",
     "__version__",
     "build_graphs",
     "check_compatibility",

@@ -27,6 +27,10 @@ class MetaPathError(GraphMedError):
     """A meta-path does not follow the relation graph."""
 
 
+class CohortWarning(UserWarning):
+    """A cohort reads, but something in it looks wrong (e.g. rows with most cells empty)."""
+
+
 class WriteError(GraphMedError, OSError):
     """Writing a file failed (a full disk, no permission); the message names the file.
 

@@ -29,6 +29,7 @@ from .validate import (
     check_numeric_cells,
     check_patient_ids,
     coerce_endpoints,
+    warn_sparse_rows,
 )
 
 CONFIG = "cohort.yaml"
@@ -97,6 +98,7 @@ def read_cohort(path: str | os.PathLike, *, allow_outside: bool = False) -> Coho
             recorded = dtypes.get(mod) or {}
             table = read_table(file, spec.path, recorded).set_index("patient_id")
             check_no_endpoints(table, spec.path, endpoints)
+            warn_sparse_rows(table, spec.path, in_file=file.suffix.lower() != ".parquet")
             data[mod], sources[mod] = table, spec.path
         specs[mod] = spec
     cohort = Cohort(

@@ -9,6 +9,7 @@ the survival columns of a patients table (time -> float64, event -> int64).
 from __future__ import annotations
 
 import re
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..errors import CohortError, did_you_mean
+from ..errors import CohortError, CohortWarning, did_you_mean
 
 if TYPE_CHECKING:
     from .cohort import Cohort
@@ -163,6 +164,31 @@ def _check_magnitudes(frame: pd.DataFrame, name: str) -> None:
             "the column's statistics into inf/NaN for every patient). Fix the cell, or leave "
             "it empty for a missing value."
         )
+
+
+def warn_sparse_rows(frame: pd.DataFrame, name: str, in_file: bool = False) -> None:
+    """Warn about present rows with more than half of their cells empty (3 columns or more).
+
+    A truncated CSV line, or a row shifted by a stray separator, reads as a
+    row whose last cells are empty; preprocessing would impute them silently.
+    """
+    if frame.shape[1] < 3:
+        return
+    empty = frame.isna().to_numpy()
+    counts = empty.sum(axis=1)
+    sparse = np.flatnonzero((counts < frame.shape[1]) & (counts > frame.shape[1] / 2))
+    if not len(sparse):
+        return
+    i = int(sparse[0])
+    line = f", line {i + 2}" if in_file else ""
+    warnings.warn(
+        f"{name}: {len(sparse)} patient row(s) have more than half of their cells empty, e.g. "
+        f"'{frame.index[i]}' ({int(counts[i])} of {frame.shape[1]} empty{line}); a truncated or "
+        "misaligned row looks like this, and its empty cells would be imputed. Check the file "
+        "(or ignore this if the values are really missing).",
+        CohortWarning,
+        stacklevel=3,
+    )
 
 
 def check_numeric_cells(

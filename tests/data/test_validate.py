@@ -14,7 +14,7 @@ import yaml
 from graphmed.data.cohort import Cohort
 from graphmed.data.io import read_cohort
 from graphmed.data.validate import coerce_endpoints, validate_cohort
-from graphmed.errors import CohortError
+from graphmed.errors import CohortError, CohortWarning
 
 from .test_io import write_folder
 
@@ -578,6 +578,25 @@ def test_in_memory_cohorts_get_the_value_checks_too():
         Cohort.from_frames(patients, {"wsi": {**bag, "a": np.array([[0, 0, 0], [0, np.nan, 0]])}})
     with pytest.raises(CohortError, match=r"modality 'tab': column 'time' is an endpoint"):
         Cohort.from_frames(patients, {"tab": table.assign(time=[1.0, 2.0])})
+
+
+def test_truncated_rows_are_reported_with_file_patient_and_line(tmp_path):
+    folder = write_folder(tmp_path / "c")
+    text = (folder / "expression.csv").read_text().splitlines()
+    text[-1] = text[-1].split(",")[0] + ",1.0"  # patient 006's line cut after one value
+    (folder / "expression.csv").write_text("\n".join(text) + "\n")
+    with pytest.warns(
+        CohortWarning,
+        match=r"expression\.csv: 1 patient row\(s\) have more than half of their cells empty, "
+        r"e\.g\. '006' \(2 of 3 empty, line 5\); a truncated or misaligned row",
+    ):
+        cohort = read_cohort(folder)
+    assert np.isnan(cohort.data["expression"].loc["006", "g3"])  # read, and reported
+
+
+def test_the_unmutated_folder_reads_without_warnings(tmp_path, recwarn):
+    read_cohort(write_folder(tmp_path / "c"))
+    assert not [w for w in recwarn if issubclass(w.category, CohortWarning)]
 
 
 def test_the_unmutated_folder_is_valid(tmp_path):
