@@ -273,15 +273,23 @@ def _patients(first: pd.DataFrame, src: str) -> pd.DataFrame:
     return pd.DataFrame({"time": time, "event": event})
 
 
-def _check_agree(frame: pd.DataFrame, groups, cols: list[str], src: str) -> None:
-    """Raise if a patient's rows (slides) hold different values in ``cols``."""
+def _disagreement(groups, cols: list[str]) -> tuple[int, str, str] | None:
+    """``(patients whose rows differ in cols, the first such patient, its column)``, or None."""
     if not cols:
-        return
+        return None
     counts = groups[cols].nunique(dropna=False)
     bad = counts[(counts > 1).any(axis=1)]
-    if len(bad):
-        pid = bad.index[0]
-        col = next(c for c in cols if bad.loc[pid, c] > 1)
+    if not len(bad):
+        return None
+    pid = bad.index[0]
+    return len(bad), pid, next(c for c in cols if bad.loc[pid, c] > 1)
+
+
+def _check_agree(frame: pd.DataFrame, groups, cols: list[str], src: str) -> None:
+    """Raise if a patient's rows (slides) hold different values in ``cols``."""
+    found = _disagreement(groups, cols)
+    if found:
+        _, pid, col = found
         values = frame.loc[frame["case_id"] == pid, col].unique().tolist()
         raise CohortError(
             f"{src}: patient '{pid}' has rows that disagree on '{col}' ({values}); all of a "
@@ -292,15 +300,11 @@ def _check_agree(frame: pd.DataFrame, groups, cols: list[str], src: str) -> None
 
 def _warn_disagree(frame: pd.DataFrame, groups, cols: list[str], src: str) -> None:
     """Warn if a patient's rows hold different values in ``cols`` (the first row is kept)."""
-    if not cols or frame.empty:
-        return
-    counts = groups[cols].nunique(dropna=False)
-    bad = counts[(counts > 1).any(axis=1)]
-    if len(bad):
-        pid = bad.index[0]
-        col = next(c for c in cols if bad.loc[pid, c] > 1)
+    found = _disagreement(groups, cols) if not frame.empty else None
+    if found:
+        n_bad, pid, col = found
         warnings.warn(
-            f"{src}: {len(bad)} patient(s) have slides whose rows disagree on feature columns "
+            f"{src}: {n_bad} patient(s) have slides whose rows disagree on feature columns "
             f"(e.g. '{pid}' on '{col}'); each patient's first row is kept.",
             stacklevel=3,
         )
