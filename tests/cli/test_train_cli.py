@@ -1,8 +1,10 @@
 """``graphmed train``: what a user's run folder may hold, and what it must refuse."""
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -118,3 +120,38 @@ def test_resume_with_another_config_is_refused(cohort_dir, tmp_path, capsys):
     assert _train(cohort_dir, out, "--no-final") == 0
     assert _train(cohort_dir, out, "--resume", "--no-final", "--set", "train.lr=0.01") == 2
     assert "different config (train.lr: 0.001 there, 0.01 now)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_keeps_finished_folds(cohort_dir, tmp_path):
+    """A real kill -9 between folds: the resume keeps the finished fold byte for byte, takes
+    over the dead run's lock, passes the fingerprint check and completes every fold."""
+    out = tmp_path / "run"
+    sets = [*FAST, "train.epochs=20", "train.patience=100", "eval.folds=4"]
+    # one torch thread, as in conftest: tiny tensors on a busy machine run far faster so
+    cli = "import sys, torch; torch.set_num_threads(1); from graphmed.cli import main; "
+    cli += "sys.exit(main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", cli, "train", "--cohort", str(cohort_dir)]
+    argv += ["--out", str(out), "--no-final", "--no-progress"]
+    argv += [arg for item in sets for arg in ("--set", item)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = out / "folds" / "r0f0" / "result.json"
+    try:
+        deadline = time.time() + 120
+        while not done.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.kill()
+    finally:
+        proc.wait()
+    assert done.exists(), "the run ended before its first fold was written"
+    if (out / "metrics.json").exists():
+        pytest.skip("the run finished before it could be killed")
+    assert (out / LOCK_NAME).read_text().strip() == str(proc.pid)  # left behind by the kill
+    first = done.read_text()
+    result = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert done.read_text() == first
+    assert "[r0f0] already done" in (out / "log.txt").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["c_index"]["per_fold"]) == 4
+    assert not (out / LOCK_NAME).exists()
