@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import tempfile
@@ -23,7 +24,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path; on success it is renamed onto ``path``.
 
     An exception (or a kill) before the rename leaves no file under ``path``,
-    and the temporary file is removed (a kill leaves it, hidden: ``.name.*.tmp``).
+    and the temporary file is removed. A kill leaves it, hidden
+    (``.name.<pid>.*.tmp``); the next write of ``path`` removes it once that
+    pid is gone.
 
     Raises:
         WriteError: Writing failed (a full disk, no permission, torch's
@@ -34,7 +37,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _remove_stale(path)
+        prefix = f".{path.name}.{os.getpid()}."  # the pid tells a later write it is stale
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
         yield tmp_path
@@ -49,6 +54,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove temporaries of ``path`` left by writers that were killed (their pid is gone)."""
+    from ._lock import _alive
+
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def _write_failure(err: BaseException) -> bool:

@@ -1,6 +1,9 @@
 """Atomic writes: a failed write (a full disk) names the file and leaves nothing under it."""
 
 import errno
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -69,3 +72,19 @@ def test_a_full_disk_during_a_checkpoint_stops_training_with_the_path(tmp_path, 
     ):
         Trainer(config.train).fit(model, graphs, graphs, checkpoint=ckpt)
     assert list(ckpt.parent.iterdir()) == []
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer runs
+    stale = tmp_path / f".emb.parquet.{dead.pid}.abc123.tmp"
+    live = tmp_path / f".emb.parquet.{os.getppid()}.def456.tmp"  # a writer still running
+    other = tmp_path / f".other.parquet.{dead.pid}.x.tmp"  # another file's: not ours to judge
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    with atomic_path(tmp_path / "emb.parquet") as tmp:
+        assert f".emb.parquet.{os.getpid()}." in tmp.name
+        tmp.write_bytes(b"done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["emb.parquet", live.name, other.name]
+    )

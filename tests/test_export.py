@@ -262,6 +262,10 @@ def test_sigkill_midway_leaves_nothing_under_the_final_name(model_dir, tmp_path)
     # A kill -9 cannot run clean-up: the partial file stays under a hidden temporary name.
     left = list(out.parent.iterdir())
     assert [p.name.startswith(".emb.parquet.") and p.suffix == ".tmp" for p in left] == [True]
+    # The next export of the same file removes it (its writer's pid is gone) and succeeds.
+    cohort = graphmed.make_synthetic_cohort(60, bag_size=(4, 12), seed=11)
+    graphmed.export_embeddings(str(model_dir), cohort, out, chunk_size=20, progress=False)
+    assert [p.name for p in out.parent.iterdir()] == ["emb.parquet"]
 
 
 def test_model_saved_with_cuda_tensors_loads_on_cpu(model, downstream, tmp_path):
