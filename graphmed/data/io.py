@@ -11,7 +11,7 @@ folder that reads back exactly (``read_cohort(p).equals(cohort)``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -241,6 +241,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader refuses it below, with its own message
             if key in seen:
                 raise CohortError(
                     f"{CONFIG}: key '{key}' appears twice in one mapping (lines {seen[key]} and "

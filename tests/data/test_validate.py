@@ -527,6 +527,15 @@ LAYOUT_CASES = [
         r"expression\.parquet: cannot read the Parquet file \(.*\); re-export it",
     ),
 ]
+LAYOUT_CASES.append(
+    (
+        "unhashable key in cohort.yaml",
+        lambda d: (d / "cohort.yaml").write_text(
+            (d / "cohort.yaml").read_text() + "? [a, b]\n: 1\n"
+        ),
+        r"(?s)cohort\.yaml: cannot parse the YAML: while constructing a mapping.*unhashable key",
+    )
+)
 CASES += LAYOUT_CASES
 CASES += [
     (
