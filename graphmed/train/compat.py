@@ -14,6 +14,9 @@ decides, modality by modality:
   and warned. Too many of them (``max_missing_features``) is an error, since
   the modality would then be mostly made up;
 * categorical values never seen in training: the "unknown" code; reported;
+* numeric values more than :data:`DRIFT_SD` training standard deviations from
+  the training mean (a cohort on another scale: other units, raw counts
+  against log values): used as they are; reported and warned;
 * a kind mismatch (bag against table, tabular against vector), a bag of
   another instance width, or a table sharing no feature with the model: a
   :class:`~graphmed.errors.GraphMedError` naming the modality, both widths
@@ -38,6 +41,10 @@ from ..errors import GraphMedError
 NO_MODALITY = "(none)"
 """Pattern name of a patient with none of the model's modalities."""
 
+DRIFT_SD = 100.0
+"""Distance from the training mean, in training standard deviations, beyond which a
+value is reported as drift (a whole cohort 100x off the training scale shows up here)."""
+
 
 class CompatibilityWarning(UserWarning):
     """A cohort differs from the model's training cohort in a way graphmed works around."""
@@ -59,6 +66,8 @@ class CompatibilityReport:
         unseen_patterns: Missingness pattern (``"clinical+expr"``) -> patients,
             for patterns no training patient had (empty when the model does
             not record its training patterns).
+        drift: Modality -> feature -> largest distance of a value from the training
+            mean, in training SDs, for features beyond :data:`DRIFT_SD`.
         patterns: Every missingness pattern of the cohort -> patients.
         no_modality: Patients with none of the model's modalities (their
             embedding comes from completion alone).
@@ -72,6 +81,7 @@ class CompatibilityReport:
     extra_features: dict[str, int] = field(default_factory=dict)
     unknown_categories: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     unseen_patterns: dict[str, int] = field(default_factory=dict)
+    drift: dict[str, dict[str, float]] = field(default_factory=dict)
     patterns: dict[str, int] = field(default_factory=dict)
     no_modality: int = 0
 
@@ -83,6 +93,7 @@ class CompatibilityReport:
             or self.extra_modalities
             or self.missing_features
             or self.unknown_categories
+            or self.drift
             or self.no_modality
         )
 
@@ -110,6 +121,14 @@ class CompatibilityReport:
                     f"modality '{mod}', column '{col}': values {values} were never seen in "
                     "training and are read as 'unknown'"
                 )
+        for mod, feats in self.drift.items():
+            worst = max(feats, key=feats.get)
+            out.append(
+                f"modality '{mod}': {len(feats)} features hold values more than {DRIFT_SD:g} "
+                f"training SDs from the training mean (e.g. '{worst}', {feats[worst]:.3g} SDs); "
+                "is the cohort on another scale (units, raw against log values)? The model "
+                "reads them as they are"
+            )
         if self.no_modality:
             out.append(
                 f"{self.no_modality} patients have none of the model's modalities: their "
@@ -177,8 +196,10 @@ def check_compatibility(
             )
         if tr.kind == "bag":
             _check_bag(mod, cohort, tr)
+            _bag_drift(mod, cohort.data[mod], tr, report)
         else:
             _check_table(mod, cohort.data[mod], tr, report, max_missing_features)
+            _table_drift(mod, cohort.data[mod], tr, report)
     _patterns(cohort, list(transforms), training_patterns, report)
     if warn:
         for line in report.lines():
@@ -215,6 +236,36 @@ def _check_bag(mod: str, cohort: Cohort, tr: ModalityTransform) -> None:
             f"Extract '{mod}' features with the encoder used for the training cohort (width "
             f"{tr.width}), or drop '{mod}' from the cohort to treat it as missing."
         )
+
+
+def _table_drift(mod: str, frame: pd.DataFrame, tr: ModalityTransform, report) -> None:
+    numeric = [c for c in tr.columns if c not in tr.categorical]  # the order of center/scale
+    far = {}
+    for i, col in enumerate(numeric):
+        if col not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)
+        with np.errstate(all="ignore"):
+            z = np.abs(values - tr.center[i]) / tr.scale[i]
+        top = float(np.nanmax(z)) if np.isfinite(z).any() else 0.0
+        if top > DRIFT_SD:
+            far[str(col)] = round(top, 1)
+    if far:
+        report.drift[mod] = far
+
+
+def _bag_drift(mod: str, bags: dict, tr: ModalityTransform, report) -> None:
+    if not tr.center:
+        return
+    center, scale = np.asarray(tr.center), np.asarray(tr.scale)
+    top = np.zeros(len(center))
+    for arr in bags.values():
+        if len(arr):
+            with np.errstate(all="ignore"):
+                top = np.fmax(top, (np.abs(arr - center) / scale).max(axis=0))
+    far = {f"feature_{j}": round(float(v), 1) for j, v in enumerate(top) if v > DRIFT_SD}
+    if far:
+        report.drift[mod] = far
 
 
 def _check_table(

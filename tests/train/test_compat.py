@@ -117,3 +117,24 @@ def test_unknown_categories_are_reported(cohort, preprocessor):
     # p17 and p20 (not training patients) have grade "mid", which training never saw.
     _, report = check_compatibility(cohort, preprocessor, warn=False)
     assert report.unknown_categories == {"clinical": {"grade": ["mid"]}}
+
+
+def test_values_far_off_the_training_scale_are_reported_and_warned(make_frames, preprocessor):
+    frames = make_frames()
+    frames["expr"][["g05", "g06"]] *= 100  # another unit: 100x the training scale
+    frames["wsi"] = {p: a * 100 for p, a in frames["wsi"].items()}
+    with pytest.warns(
+        CompatibilityWarning,
+        match=r"modality 'expr': 2 features hold values more than 100 training SDs from the "
+        r"training mean \(e\.g\. 'g0[56]', .* SDs\); is the cohort on another scale",
+    ):
+        _, report = check_compatibility(_cohort(frames), preprocessor)
+    assert set(report.drift["expr"]) == {"g05", "g06"} and min(report.drift["expr"].values()) > 100
+    assert len(report.drift["wsi"]) == 6  # every bag feature
+    assert "clinical" not in report.drift and not report.clean
+
+
+def test_values_on_the_training_scale_are_not_drift(make_frames, preprocessor):
+    frames = make_frames()
+    _, report = check_compatibility(_cohort(frames), preprocessor)
+    assert report.drift == {}
