@@ -24,6 +24,7 @@ from .._atomic import atomic_path, write_json, write_text
 from ..configuration import to_yaml
 from ..train.config import ExperimentConfig, experiment_from_dict
 from .search_space import SearchSpace
+from .study import fail_reason
 
 
 def study_counts(study: optuna.Study) -> dict[str, int]:
@@ -75,6 +76,12 @@ def write_outputs(
         "files": {},
     }
     frame = study.trials_dataframe()
+    trials = study.get_trials(deepcopy=False)
+    failed = {t.number: fail_reason(t, trials) for t in trials if t.state == TrialState.FAIL}
+    if failed:  # a killed worker's trial recorded no reason: say what that means
+        reasons = frame["number"].map(failed)
+        column = "user_attrs_fail_reason"
+        frame[column] = reasons.where(reasons.notna(), frame.get(column))
     with atomic_path(out / "trials.csv") as tmp:
         frame.to_csv(tmp, index=False)
     summary["files"]["trials"] = str(out / "trials.csv")

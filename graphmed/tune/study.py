@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,6 +307,34 @@ def run_study(
     return TuneResult(study, progress.stopped_by_failures, round(time.time() - t0, 2))
 
 
+def fail_reason(trial: FrozenTrial, trials: Sequence[FrozenTrial] = ()) -> str:
+    """Why a failed trial failed: the reason it recorded, or what a missing one means.
+
+    A trial records ``fail_reason`` when its config fails (:class:`TrialFailed`).
+    One without it was running in a worker that died (SIGKILL, out of memory, a
+    lost machine) and was marked failed later by the storage's heartbeat, which
+    may have queued a retry of it among ``trials``.
+    """
+    reason = trial.user_attrs.get("fail_reason")
+    if reason:
+        return str(reason)
+    worker = trial.user_attrs.get("worker")
+    who = f"worker {worker}" if worker else "its worker"
+    retry = next(
+        (
+            t.number
+            for t in trials
+            if (t.system_attrs.get("retry_history") or [None])[-1] == trial.number
+        ),
+        None,
+    )
+    return (
+        f"no reason recorded: {who} stopped (killed or crashed) while running it, and the "
+        "storage's heartbeat marked it failed"
+        + (f"; retried as trial {retry}" if retry is not None else "")
+    )
+
+
 class ProgressPrinter:
     """Optuna callback: one line per finished trial; stops after repeated failures."""
 
@@ -337,7 +365,7 @@ class ProgressPrinter:
             )
         else:
             self.failures += 1
-            reason = trial.user_attrs.get("fail_reason", "see the log")
+            reason = fail_reason(trial, study.get_trials(deepcopy=False))
             self.log(f"{head}: {reason} | {params}")
             if self.failures >= MAX_CONSECUTIVE_FAILURES:
                 self.stopped_by_failures = True

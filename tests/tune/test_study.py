@@ -202,3 +202,42 @@ def test_model_code_never_imports_optuna():
                 offenders.append(str(path.relative_to(root)))
     assert offenders == []
     assert len(list(root.rglob("*.py"))) > 20  # the scan did look at the package
+
+
+def test_a_killed_workers_trial_says_so_in_trials_csv(tmp_path):
+    """A trial whose worker was SIGKILLed records no reason; the heartbeat marks it FAIL
+    and queues a retry. trials.csv says what happened instead of an empty reason."""
+    import pandas as pd
+
+    from graphmed.tune.outputs import write_outputs
+    from graphmed.tune.study import fail_reason
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    killed = optuna.create_trial(
+        state=TrialState.FAIL, params={"x": 0.5}, distributions=dist, user_attrs={"worker": "h:42"}
+    )
+    bad = optuna.create_trial(
+        state=TrialState.FAIL,
+        params={"x": 0.1},
+        distributions=dist,
+        user_attrs={"fail_reason": "training loss became nan at epoch 0"},
+    )
+    retry = optuna.create_trial(  # as RetryFailedTrialCallback queues it
+        state=TrialState.WAITING,
+        params={"x": 0.5},
+        distributions=dist,
+        system_attrs={"failed_trial": 0, "retry_history": [0]},
+    )
+    for t in (killed, bad, retry):
+        study.add_trial(t)
+    trials = study.get_trials()
+    assert fail_reason(trials[0], trials) == (
+        "no reason recorded: worker h:42 stopped (killed or crashed) while running it, and the "
+        "storage's heartbeat marked it failed; retried as trial 2"
+    )
+    assert fail_reason(trials[1], trials) == "training loss became nan at epoch 0"
+    write_outputs(study, tmp_path, plots=False)
+    reasons = pd.read_csv(tmp_path / "trials.csv")["user_attrs_fail_reason"].tolist()
+    assert reasons[0].startswith("no reason recorded: worker h:42 stopped")
+    assert reasons[1] == "training loss became nan at epoch 0" and pd.isna(reasons[2])
