@@ -58,6 +58,7 @@ ABLATIONS = {
     "graphmed-homog": ["model.heterogeneous=false"],
     "graphmed-nometa": ["model.metapath_level=false"],
     "graphmed-linear": ["model.linear_path=true"],
+    "graphmed-nolinear": ["model.linear_path=false"],
 }
 BASELINES = ["coxnet", "coxnet_free", "rsf", "mlp_zero", "mlp_mean", "best_single", "rsf_single"]
 """``best_single`` also reports CoxNet on each modality (``coxnet:<m>``), ``rsf_single``

@@ -30,17 +30,25 @@ class LinearCoxPath(nn.Module):
     """Frozen linear predictor ``x . w + b`` over the flattened modality inputs.
 
     Args:
-        layouts: Modality -> node layout (from :class:`PatientGraphs`).
+        layouts: Modality -> node layout (from :class:`PatientGraphs`), every
+            modality of the model in its order.
+        modalities: The modalities the path reads (default: all); the others
+            are left to the graph.
 
     The coefficients are buffers (saved with the model, never trained);
     :meth:`set_coefficients` fills them, :func:`graphmed.train.linear.fit_linear_path`
     fits them.
     """
 
-    def __init__(self, layouts: dict[str, ModalityLayout]):
+    def __init__(self, layouts: dict[str, ModalityLayout], modalities: list[str] | None = None):
         super().__init__()
-        self.modalities = list(layouts)
-        self.layouts = layouts
+        order = list(layouts)
+        self.modalities = order if modalities is None else [m for m in order if m in modalities]
+        unknown = sorted(set(modalities or []) - set(order))
+        if unknown or not self.modalities:
+            raise ValueError(f"linear path modalities {unknown or modalities} not in {order}")
+        self._index = [order.index(m) for m in self.modalities]  # columns of ``available``
+        self.layouts = {m: layouts[m] for m in self.modalities}
         self.width = sum(self.widths().values())
         self.register_buffer("weight", torch.zeros(self.width))
         self.register_buffer("bias", torch.zeros(()))
@@ -63,7 +71,7 @@ class LinearCoxPath(nn.Module):
             available: ``(B, M)`` modalities the model may use (present, not hidden).
         """
         parts = []
-        for j, m in enumerate(self.modalities):
+        for j, m in zip(self._index, self.modalities):
             lay, xm = self.layouts[m], x[m].float()
             keep = available[:, j, None].to(xm.dtype)
             if lay.kind == "bag":

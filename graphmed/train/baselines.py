@@ -118,11 +118,14 @@ class CoxNetBaseline(_FusionBaseline):
         max_vector_features: int | None = 200,
         bag_pooling: str = "mean",
         free_tabular: bool = False,
+        alpha_rule: str = "best",
     ):
         super().__init__(impute, modalities, max_vector_features, bag_pooling, seed)
+        if alpha_rule not in ("best", "1se"):
+            raise ConfigError(f"alpha_rule must be 'best' or '1se', got {alpha_rule!r}")
         self.l1_ratio, self.alpha_min_ratio = l1_ratio, alpha_min_ratio
         self.n_alphas, self.inner_folds = n_alphas, inner_folds
-        self.free_tabular = free_tabular
+        self.free_tabular, self.alpha_rule = free_tabular, alpha_rule
 
     @property
     def name(self) -> str:
@@ -163,8 +166,7 @@ class CoxNetBaseline(_FusionBaseline):
         top = float(first.alphas_[0])
         self.alphas_ = np.geomspace(top, top * self.alpha_min_ratio, self.n_alphas)
         self.cv_scores_ = self._inner_cv(x, y, event)
-        mean = self.cv_scores_.mean(0)
-        best = int(np.nanargmax(mean)) if np.isfinite(mean).any() else 0
+        best = _choose_alpha(self.cv_scores_, self.alpha_rule)
         for i in range(best, -1, -1):  # fall back to larger alphas
             model = self._fit_path(x, y, self.alphas_[: i + 1], baseline=True)
             if model is not None and np.isfinite(model.predict(x, alpha=self.alphas_[i])).all():
@@ -419,6 +421,24 @@ def single_modality_baselines(
 ) -> dict[str, Baseline]:
     """One unfitted ``base`` baseline per modality of ``cohort``, keyed ``base:modality``."""
     return {f"{base}:{m}": make_baseline(f"{base}:{m}", **kwargs) for m in cohort.modality_names}
+
+
+def _choose_alpha(scores: np.ndarray, rule: str) -> int:
+    """Index into the (decreasing) alpha grid chosen from ``(folds, n_alphas)`` inner C-indices.
+
+    ``"best"``: the highest mean. ``"1se"``: the first (largest) alpha whose mean
+    is at least the best mean minus one standard error of that best alpha's
+    fold scores. An alpha whose path failed in any fold is never chosen by it.
+    """
+    mean = scores.mean(0)
+    if not np.isfinite(mean).any():
+        return 0
+    best = int(np.nanargmax(mean))
+    if rule == "best" or scores.shape[0] < 2:
+        return best
+    se = float(np.std(scores[:, best], ddof=1) / np.sqrt(scores.shape[0]))
+    ok = np.flatnonzero(np.isfinite(mean) & (mean >= mean[best] - se))
+    return int(ok[0])
 
 
 def _splits(event: np.ndarray, k: int, seed: int):

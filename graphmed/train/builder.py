@@ -169,7 +169,16 @@ def build_model(
     if m.linear_path and "survival" in heads:
         from ..nn.linear_path import LinearCoxPath
 
-        linear = LinearCoxPath(train_graphs.layouts)
+        layouts = train_graphs.layouts
+        reads = None
+        if m.linear_inputs == "tabular":
+            reads = [name for name, lay in layouts.items() if lay.kind == "tabular"]
+            if not reads:
+                raise ConfigError(
+                    "model.linear_inputs=tabular, but the cohort has no tabular modality; "
+                    "use model.linear_inputs=all or model.linear_path=false"
+                )
+        linear = LinearCoxPath(layouts, reads)
         if fit_priors:  # a loaded model gets its coefficients from its state_dict
             from .linear import fit_linear_path
 

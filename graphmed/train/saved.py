@@ -413,7 +413,10 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-ADDED_OPTIONS = {"graph": {"max_tokens": None}, "model": {"linear_path": False}}
+ADDED_OPTIONS = {
+    "graph": {"max_tokens": None},
+    "model": {"linear_path": False, "linear_inputs": "all"},
+}
 """Options added since models were first saved, with the value that reads an older
 model as it was made (a config saved without the option behaved so)."""
 

@@ -124,7 +124,10 @@ class Trainer:
         Returns:
             The history: ``history`` (per epoch: ``train_loss`` and
             ``val_score``, the monitored score, higher is better: minus the
-            training loss where that is monitored), ``best_epoch``,
+            training loss where that is monitored), ``best_epoch`` (``-1``:
+            the starting weights were kept; only a model with a linear Cox
+            path, whose starting point is that linear model, is scored before
+            its first epoch),
             ``best_score``, ``stopped_early``, ``epochs_run`` and
             ``monitor_used``: ``"c_index"`` or ``"loss"`` (of the validation
             part), or ``"train_loss"``.
@@ -152,6 +155,12 @@ class Trainer:
             best_weights = self._load(path, model, optimizer, scaler, state)
         if state["monitor_used"] is None:
             state["monitor_used"] = self._monitor(model, val_d)
+            if getattr(model, "linear", None) is not None and state["monitor_used"] != "train_loss":
+                # the starting point is the linear Cox path alone (the graph head is zero):
+                # the graph part is kept only where it beats it on the validation part
+                start = self.validation_score(model, val_d)
+                if np.isfinite(start):
+                    state.update(best_score=start, best_epoch=-1)
         n = len(train_d)
         n_batches = max(1, round(n / cfg.batch_size))
         bar = self._progress(cfg.epochs, "train")

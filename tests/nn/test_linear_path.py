@@ -109,3 +109,79 @@ def test_discrete_head_shifts_every_bin_logit(linear_cohort):
         lp = model.linear(batch.x, batch.node_mask, batch.present)
     bias = model.heads["survival"].linear.bias
     assert torch.allclose(logits, bias[None, :] + lp[:, None], atol=1e-5)
+
+
+def test_one_se_rule_picks_the_largest_alpha_within_one_standard_error():
+    from graphmed.train.baselines import _choose_alpha
+
+    # 3 folds x 4 alphas (decreasing): alpha 2 is best, alpha 1 lies within one SE of it
+    scores = np.array(
+        [[0.50, 0.62, 0.60, 0.60], [0.50, 0.63, 0.68, 0.61], [0.50, 0.62, 0.64, 0.59]]
+    )
+    se = scores[:, 2].std(ddof=1) / np.sqrt(3)
+    assert scores[:, 1].mean() >= scores[:, 2].mean() - se > scores[:, 0].mean()
+    assert _choose_alpha(scores, "best") == 2
+    assert _choose_alpha(scores, "1se") == 1
+    scores[1, 1] = np.nan  # a failed path is never chosen
+    assert _choose_alpha(scores, "1se") == 2
+    assert _choose_alpha(np.full((3, 4), np.nan), "1se") == 0
+    with pytest.raises(graphmed.errors.ConfigError, match="alpha_rule must be"):
+        CoxNetBaseline(alpha_rule="min")
+
+
+def test_one_se_coxnet_is_at_least_as_sparse_as_the_best_alpha():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(150, 30))
+    time = np.exp(-0.8 * x[:, 0] + rng.normal(size=150))
+    event = (rng.random(150) < 0.7).astype(int)
+    best = CoxNetBaseline(n_alphas=20).fit_arrays(x, time, event)
+    one_se = CoxNetBaseline(n_alphas=20, alpha_rule="1se").fit_arrays(x, time, event)
+    assert one_se.alpha_ >= best.alpha_
+    assert np.count_nonzero(one_se.linear_map()[0]) <= np.count_nonzero(best.linear_map()[0])
+
+
+def test_early_stopping_can_keep_the_linear_path_alone(linear_cohort):
+    """The start (graph head at zero) is scored: with a vanishing lr nothing beats it, best_epoch -1."""
+    from graphmed.train.cv import fit_fold_model
+
+    overrides = [*FAST, "model.linear_path=true", "train.progress=false", "train.epochs=3"]
+    frozen = fit_fold_model(linear_cohort, load_experiment(None, [*overrides, "train.lr=1e-12"]))
+    assert frozen.history["best_epoch"] == -1
+    assert torch.count_nonzero(frozen.model.heads["survival"].linear.weight) == 0
+    plain = fit_fold_model(linear_cohort, load_experiment(None, FAST + ["train.progress=false"]))
+    assert plain.history["best_epoch"] >= 0  # without a linear path the start is not scored
+
+
+def test_tabular_linear_path_reads_only_the_clinical_table(linear_cohort):
+    config = load_experiment(None, [*FAST, "model.linear_path=true", "model.linear_inputs=tabular"])
+    fitted = fit_data(linear_cohort, config)
+    graphs = fitted.graphs(linear_cohort)
+    path = build_model(fitted, graphs, linear_cohort).linear
+    assert path.modalities == ["clinical"]
+    full = LinearCoxPath(graphs.layouts)
+    assert path.width == full.widths()["clinical"]
+    # the clinical block equals the full path's, and hiding the clinical table zeroes it
+    x = path.features(graphs.x, graphs.node_mask, graphs.present)
+    assert torch.equal(
+        x, full.features(graphs.x, graphs.node_mask, graphs.present)[:, : path.width]
+    )
+    hidden = graphs.present.clone()
+    hidden[:, graphs.modalities.index("clinical")] = False
+    assert torch.count_nonzero(path.features(graphs.x, graphs.node_mask, hidden)) == 0
+    with pytest.raises(ValueError, match="not in"):
+        LinearCoxPath(graphs.layouts, ["genes"])
+
+
+def test_tabular_linear_path_needs_a_tabular_modality():
+    from dataclasses import replace
+
+    cohort = graphmed.make_synthetic_cohort(60, seed=2)
+    keep = {m: s for m, s in cohort.modalities.items() if s.kind != "tabular"}
+    assert keep and len(keep) < len(cohort.modalities)
+    relations = [r for r in cohort.relations if r[0] in keep and r[2] in keep]
+    data = {m: cohort.data[m] for m in keep}
+    reduced = replace(cohort, modalities=keep, data=data, relations=relations)
+    config = load_experiment(None, [*FAST, "model.linear_path=true", "model.linear_inputs=tabular"])
+    fitted = fit_data(reduced, config)
+    with pytest.raises(graphmed.errors.ConfigError, match="no tabular modality"):
+        build_model(fitted, fitted.graphs(reduced), reduced)
