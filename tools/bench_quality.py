@@ -57,7 +57,7 @@ ABLATIONS = {
     "graphmed-nosteer": ["model.steering=none"],
     "graphmed-homog": ["model.heterogeneous=false"],
     "graphmed-nometa": ["model.metapath_level=false"],
-    "graphmed-linear": ["model.linear_path=true"],
+    "graphmed-linear": ["model.linear_path=true", "model.linear_inputs=all"],
     "graphmed-nolinear": ["model.linear_path=false"],
 }
 BASELINES = ["coxnet", "coxnet_free", "rsf", "mlp_zero", "mlp_mean", "best_single", "rsf_single"]

@@ -164,6 +164,9 @@ class CoxNetBaseline(_FusionBaseline):
             self.alphas_, self.cv_scores_ = np.zeros(0), np.zeros((0, 0))
             return self._fit_lifelines(x, time, event)
         top = float(first.alphas_[0])
+        if not np.isfinite(top) or top <= 0:  # no column moves the partial likelihood
+            self.alphas_, self.cv_scores_ = np.zeros(0), np.zeros((0, 0))
+            return self._fit_lifelines(x, time, event)
         self.alphas_ = np.geomspace(top, top * self.alpha_min_ratio, self.n_alphas)
         self.cv_scores_ = self._inner_cv(x, y, event)
         best = _choose_alpha(self.cv_scores_, self.alpha_rule)
@@ -210,11 +213,18 @@ class CoxNetBaseline(_FusionBaseline):
 
     def _fit_lifelines(self, x: np.ndarray, time: np.ndarray, event: np.ndarray) -> CoxNetBaseline:
         from lifelines import CoxPHFitter
+        from lifelines.exceptions import ConvergenceError
 
         frame = _frame(x).assign(time=time, event=event)
         self.model_, self.alpha_ = CoxPHFitter(penalizer=0.1), float("nan")
-        self.model_.fit(frame, duration_col="time", event_col="event")
         self.fallback_ = "lifelines CoxPHFitter(penalizer=0.1)"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # lifelines' convergence advice
+                self.model_.fit(frame, duration_col="time", event_col="event")
+        except (ConvergenceError, *_FIT_ERRORS):
+            # nothing in x separates the events: every coefficient 0, one risk for all
+            self.model_, self.fallback_ = None, "no Cox fit converged; all coefficients 0"
         return self
 
     def linear_map(self) -> tuple[np.ndarray, float]:
@@ -231,6 +241,8 @@ class CoxNetBaseline(_FusionBaseline):
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         x = self.scaler_.transform(x)
+        if self.model_ is None:  # the all-zero fallback of _fit_lifelines
+            return np.zeros(len(x))
         if isinstance(self.model_, CoxnetSurvivalAnalysis):
             return self.model_.predict(x, alpha=self.alpha_)
         return self.model_.predict_log_partial_hazard(_frame(x)).to_numpy()

@@ -171,15 +171,11 @@ def build_model(
 
         layouts = train_graphs.layouts
         reads = None
-        if m.linear_inputs == "tabular":
-            reads = [name for name, lay in layouts.items() if lay.kind == "tabular"]
-            if not reads:
-                raise ConfigError(
-                    "model.linear_inputs=tabular, but the cohort has no tabular modality; "
-                    "use model.linear_inputs=all or model.linear_path=false"
-                )
-        linear = LinearCoxPath(layouts, reads)
-        if fit_priors:  # a loaded model gets its coefficients from its state_dict
+        if m.linear_inputs == "tabular":  # no tabular modality: no linear path
+            reads = [name for name, lay in layouts.items() if lay.kind == "tabular"] or None
+        linear = LinearCoxPath(layouts, reads) if reads or m.linear_inputs == "all" else None
+        # a loaded model gets its coefficients from its state_dict
+        if linear is not None and fit_priors:
             from .linear import fit_linear_path
 
             fit_linear_path(linear, train_graphs, seed=config.train.seed)

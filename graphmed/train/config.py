@@ -57,9 +57,12 @@ class ModelConfig:
     metapaths: Any = "auto"
     """``"auto"`` (enumerated from the relation graph), ``"random"`` or a list of specs."""
     metapath_max_length: int = 2
-    linear_path: bool = False
+    linear_path: bool = True
     """Add a frozen elastic-net Cox model on the inputs (fitted on the training patients,
     alpha by inner CV) to the survival head; the graph learns the rest."""
+    linear_inputs: Literal["all", "tabular"] = "tabular"
+    """What the linear path reads: only the tabular modalities (the clinical table; a
+    cohort without one gets no linear path), or every modality."""
     bag_tokens: int | None = 16
     """Pool each bag to this many nodes before the graph (gated attention, linear in the
     bag size); ``None`` keeps one node per instance (attention quadratic in the bag)."""

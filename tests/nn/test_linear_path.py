@@ -65,7 +65,7 @@ def linear_cohort():
 
 
 def test_fitted_path_ranks_training_patients_and_model_starts_from_it(linear_cohort):
-    config = load_experiment(None, [*FAST, "model.linear_path=true"])
+    config = load_experiment(None, [*FAST, "model.linear_path=true", "model.linear_inputs=all"])
     fitted = fit_data(linear_cohort, config)
     graphs = fitted.graphs(linear_cohort)
     model = build_model(fitted, graphs, linear_cohort).eval()
@@ -90,7 +90,9 @@ def test_fit_linear_path_matches_coxnet_on_the_same_matrix(graphs):
 
 
 def test_saved_model_with_linear_path_predicts_the_same(linear_cohort, tmp_path):
-    config = load_experiment(None, [*FAST, "model.linear_path=true", "train.progress=false"])
+    config = load_experiment(
+        None, [*FAST, "model.linear_path=true", "model.linear_inputs=all", "train.progress=false"]
+    )
     trained, _ = graphmed.fit_final(linear_cohort, config)
     loaded = graphmed.load_model(trained.save(tmp_path / "model"))
     assert torch.count_nonzero(loaded.model.linear.weight) > 0
@@ -99,7 +101,9 @@ def test_saved_model_with_linear_path_predicts_the_same(linear_cohort, tmp_path)
 
 
 def test_discrete_head_shifts_every_bin_logit(linear_cohort):
-    config = load_experiment(None, [*FAST, "model.linear_path=true", "task.survival=discrete"])
+    config = load_experiment(
+        None, [*FAST, "model.linear_path=true", "model.linear_inputs=all", "task.survival=discrete"]
+    )
     fitted = fit_data(linear_cohort, config)
     graphs = fitted.graphs(linear_cohort)
     model = build_model(fitted, graphs, linear_cohort).eval()
@@ -144,7 +148,13 @@ def test_early_stopping_can_keep_the_linear_path_alone(linear_cohort):
     """The start (graph head at zero) is scored: with a vanishing lr nothing beats it, best_epoch -1."""
     from graphmed.train.cv import fit_fold_model
 
-    overrides = [*FAST, "model.linear_path=true", "train.progress=false", "train.epochs=3"]
+    overrides = [
+        *FAST,
+        "model.linear_path=true",
+        "model.linear_inputs=all",
+        "train.progress=false",
+        "train.epochs=3",
+    ]
     frozen = fit_fold_model(linear_cohort, load_experiment(None, [*overrides, "train.lr=1e-12"]))
     assert frozen.history["best_epoch"] == -1
     assert torch.count_nonzero(frozen.model.heads["survival"].linear.weight) == 0
@@ -172,7 +182,7 @@ def test_tabular_linear_path_reads_only_the_clinical_table(linear_cohort):
         LinearCoxPath(graphs.layouts, ["genes"])
 
 
-def test_tabular_linear_path_needs_a_tabular_modality():
+def test_tabular_linear_path_is_left_out_without_a_tabular_modality():
     from dataclasses import replace
 
     cohort = graphmed.make_synthetic_cohort(60, seed=2)
@@ -183,5 +193,4 @@ def test_tabular_linear_path_needs_a_tabular_modality():
     reduced = replace(cohort, modalities=keep, data=data, relations=relations)
     config = load_experiment(None, [*FAST, "model.linear_path=true", "model.linear_inputs=tabular"])
     fitted = fit_data(reduced, config)
-    with pytest.raises(graphmed.errors.ConfigError, match="no tabular modality"):
-        build_model(fitted, fitted.graphs(reduced), reduced)
+    assert build_model(fitted, fitted.graphs(reduced), reduced).linear is None

@@ -253,6 +253,19 @@ def test_coxnet_falls_back_to_a_larger_alpha_then_to_lifelines(split, monkeypatc
     assert _c_index(test, model.predict_risk(test)) > 0.6
 
 
+def test_coxnet_on_columns_that_cannot_separate_the_events_predicts_one_risk():
+    rng = np.random.default_rng(0)
+    time = rng.exponential(1.0, 30)
+    event = np.r_[np.ones(5), np.zeros(25)]
+    constant = np.ones((30, 3))  # sksurv's alpha_max is 0 here
+    model = CoxNetBaseline(n_alphas=10).fit_arrays(constant, time, event)
+    assert model.fallback_ is not None
+    risk = model._predict(constant)
+    assert np.isfinite(risk).all() and np.ptp(risk) == 0
+    w, b = model.linear_map()
+    assert np.isfinite(w).all() and np.isfinite(b)
+
+
 def test_bad_names_and_options_say_what_to_do(split):
     train, _ = split
     with pytest.raises(ConfigError, match=r"unknown baseline 'coxnett'.*Did you mean 'coxnet'"):

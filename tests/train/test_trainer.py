@@ -18,6 +18,9 @@ FAST = [
     "train.epochs=4",
     "train.patience=10",
     "train.progress=false",
+    # these tests are about the validation fallback; the linear start state and its
+    # scoring (best_epoch -1) are covered in tests/nn/test_linear_path.py
+    "model.linear_path=false",
 ]
 
 
