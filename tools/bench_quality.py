@@ -300,7 +300,7 @@ BAG_OPTIONS = {
 
 
 ADDED_OPTIONS = {
-    "train": {"monitor": "c_index"},
+    "train": {"monitor": "c_index", "linear_blend": False},
     "graph": {"max_tokens": None},
     "model": {"linear_path": False},
 }

@@ -108,6 +108,9 @@ class TrainConfig:
     val_fraction: float = 0.2
     monitor: Literal["loss", "c_index"] = "loss"
     feature_noise: float = 0.0
+    linear_blend: bool = True
+    """With a linear Cox path: after early stopping, choose on the validation part how much
+    of the graph part to keep, ``risk = linear + w * graph`` with ``w`` in 0, 1/4, .., 1."""
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     seed: int = 0

@@ -217,6 +217,9 @@ class Trainer:
                 self._save(path, model, optimizer, scaler, state, best_weights)
         bar.close()
         model.load_state_dict(best_weights)
+        blend = None
+        if cfg.linear_blend and state["best_epoch"] >= 0 and state["monitor_used"] != "train_loss":
+            blend = self._blend(model, val_d, state["best_score"])
         return {
             "history": state["history"],
             "best_epoch": state["best_epoch"],
@@ -224,7 +227,32 @@ class Trainer:
             "stopped_early": stopped or state["bad"] >= cfg.patience,
             "epochs_run": state["epoch"],
             "monitor_used": state["monitor_used"],
+            "linear_blend": blend,
         }
+
+    def _blend(self, model: GraphMedModel, val: PatientGraphs, full: float) -> float | None:
+        """Scale the survival head to the weight ``w`` of the graph part, ``risk = linear +
+        w * graph``, that scores best on ``val`` (``w = 1``, the trained model, unless another
+        beats it); ``None`` where the model has no linear path or no Cox head."""
+        head = (
+            getattr(model.heads["survival"], "linear", None) if "survival" in model.heads else None
+        )
+        if getattr(model, "linear", None) is None or head is None or head.bias.numel() != 1:
+            return None
+        weight, bias = head.weight.detach().clone(), head.bias.detach().clone()
+        best, best_w = full, 1.0
+        for w in (0.0, 0.25, 0.5, 0.75):
+            with torch.no_grad():
+                head.weight.copy_(weight * w)
+                head.bias.copy_(bias * w)
+            score = self.validation_score(model, val)
+            if np.isfinite(score) and score > best + 1e-4:
+                best, best_w = score, w
+        with torch.no_grad():
+            head.weight.copy_(weight * best_w)
+            head.bias.copy_(bias * best_w)
+        self.log(f"linear blend: graph part kept at weight {best_w} (validation {best:.4f})")
+        return best_w
 
     def _monitor(self, model: GraphMedModel, val: PatientGraphs | None) -> str:
         """What early stopping can watch: ``"c_index"``, ``"loss"`` or ``"train_loss"``."""

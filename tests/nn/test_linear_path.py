@@ -194,3 +194,38 @@ def test_tabular_linear_path_is_left_out_without_a_tabular_modality():
     config = load_experiment(None, [*FAST, "model.linear_path=true", "model.linear_inputs=tabular"])
     fitted = fit_data(reduced, config)
     assert build_model(fitted, fitted.graphs(reduced), reduced).linear is None
+
+
+def test_linear_blend_keeps_the_graph_weight_that_scores_best_on_validation(
+    linear_cohort, monkeypatch
+):
+    from graphmed.train.cv import fit_fold_model
+    from graphmed.train.trainer import Trainer
+
+    overrides = [*FAST, "model.linear_path=true", "train.progress=false", "train.epochs=2"]
+    trained = fit_fold_model(
+        linear_cohort, load_experiment(None, [*overrides, "train.linear_blend=false"])
+    )
+    assert trained.history["linear_blend"] is None
+    blended = fit_fold_model(linear_cohort, load_experiment(None, overrides))  # the default
+    assert blended.history["linear_blend"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+
+    head = trained.model.heads["survival"].linear
+    weight = head.weight.detach().clone()
+    assert torch.count_nonzero(weight) > 0
+    full_risk = trained.predict(linear_cohort).risk
+
+    def score(self, model, val):  # peaks at half the trained head
+        w = model.heads["survival"].linear.weight
+        return -abs(float((w * weight).sum() / (weight * weight).sum()) - 0.5)
+
+    monkeypatch.setattr(Trainer, "validation_score", score)
+    val = trained.fitted.graphs(linear_cohort.subset(trained.val_ids))
+    assert trained.trainer._blend(trained.model, val, full=-0.5) == 0.5
+    assert torch.allclose(head.weight, weight * 0.5)
+    # risk = linear + 0.5 * graph: halfway between the linear path alone and the trained model
+    half_risk = trained.predict(linear_cohort).risk
+    with torch.no_grad():
+        head.weight.zero_(), head.bias.zero_()
+    linear_risk = trained.predict(linear_cohort).risk
+    np.testing.assert_allclose(half_risk - linear_risk, 0.5 * (full_risk - linear_risk), atol=1e-4)
