@@ -11,8 +11,12 @@ EdgeType = tuple[str, str, str]
 MetaPath = list[EdgeType]
 """A chain of edge types whose targets and sources meet, as in PyG ``AddMetaPaths``."""
 
-KINDS: tuple[str, ...] = ("tabular", "vector", "bag")
-"""Modality kinds: a table of named features, a wide numeric vector, a bag of instances."""
+KINDS: tuple[str, ...] = ("tabular", "vector", "bag", "graph", "text")
+"""Modality kinds: a table of named features, a wide numeric vector, a bag of instances,
+a graph per patient (nodes with features and edges), a text per patient."""
+
+FOLDER_KINDS: tuple[str, ...] = ("bag", "graph")
+"""Kinds stored as a folder of one file per patient (the others are one table)."""
 
 INTRA = "intra"
 """Relation name of the intra-modal edges of every modality."""

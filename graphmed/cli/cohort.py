@@ -44,6 +44,9 @@ def graph_summary(cohort) -> dict:
     nodes = {m: graphs.node_mask[m].sum(1) for m in graphs.modalities}
     edges = 0
     for s, _, t in rel.edge_types_with_intra:
+        if s == t and s in graphs.edge_mask:  # a graph modality: its own edges
+            edges += int(graphs.edge_mask[s].sum())
+            continue
         pair = nodes[s] * nodes[t] - (nodes[s] if s == t else 0)
         edges += int(pair.sum())
     n = len(graphs)

@@ -11,7 +11,11 @@ Conventions, held by every constructor:
   (1 = event observed, 0 = censored), plus any label columns;
 * a tabular or vector modality is a DataFrame indexed by ``patient_id`` that
   holds rows only for the patients who have it;
-* a bag modality is a dict ``patient_id -> float32 array of shape (N, d)``.
+* a bag modality is a dict ``patient_id -> float32 array of shape (N, d)``;
+* a graph modality is a dict ``patient_id -> ModalityGraph`` (node features
+  ``x`` (N, d) float32, ``edge_index`` (2, E) int64, optional ``edge_attr``);
+* a text modality is a DataFrame indexed by ``patient_id`` with one column
+  ``text`` (a string per patient; empty or NaN: missing).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CohortError
-from ..typing import KINDS, EdgeType
+from ..typing import FOLDER_KINDS, KINDS, EdgeType
+from .graph_kind import ModalityGraph, as_modality_graph
+from .text_kind import TEXT, text_present
 
-ModalityData = pd.DataFrame | dict[str, np.ndarray]
+ModalityData = pd.DataFrame | dict[str, np.ndarray] | dict[str, ModalityGraph]
 
 
 @dataclass(frozen=True)
@@ -35,14 +41,17 @@ class ModalitySpec:
 
     Args:
         name: Modality name, used as the node type of patient graphs.
-        kind: ``"tabular"``, ``"vector"`` or ``"bag"``.
-        path: File (tabular, vector) or folder (bag) relative to the cohort folder.
+        kind: ``"tabular"``, ``"vector"``, ``"bag"``, ``"graph"`` or ``"text"``.
+        path: File (tabular, vector, text) or folder (bag, graph) relative to the
+            cohort folder.
         options: Kind-specific options. tabular: ``categorical`` (list of column
             names; default: the non-numeric columns). vector: ``groups`` (dict
             group name -> list of columns) or ``chunk_size`` (default 8), and
             ``max_features`` (variance filter fitted on training patients). bag:
             ``max_instances`` (default 64) and ``pooling`` (``"subsample"`` or
-            ``"prototypes"``).
+            ``"prototypes"``). graph: ``max_nodes`` (default 256). text:
+            ``n_components`` (32), ``max_terms`` (2000), ``min_df`` (2),
+            ``ngram_max`` (2).
     """
 
     name: str
@@ -59,7 +68,7 @@ class ModalitySpec:
                 f"{', '.join(KINDS)}.{did_you_mean(self.kind, KINDS)}"
             )
         if not self.path:
-            default = self.name if self.kind == "bag" else f"{self.name}.csv"
+            default = self.name if self.kind in FOLDER_KINDS else f"{self.name}.csv"
             object.__setattr__(self, "path", default)
 
 
@@ -100,10 +109,13 @@ class Cohort:
                 index), the survival ``time`` and ``event`` columns (names set
                 by ``time`` / ``event``) and optional label columns.
             modalities: Modality name -> DataFrame (``patient_id`` column or
-                index plus features) or dict ``patient_id -> (N, d) array``.
-            kinds: Modality name -> kind. Default: ``bag`` for dicts, ``tabular``
-                for frames with non-numeric columns or at most 32 columns,
-                ``vector`` otherwise.
+                index plus features), dict ``patient_id -> (N, d) array`` (a bag)
+                or dict ``patient_id -> graph`` (a :class:`ModalityGraph`, a PyG
+                ``Data`` or a dict with ``x``, ``edge_index``[, ``edge_attr``]).
+            kinds: Modality name -> kind. Default: ``graph`` for dicts of graphs,
+                ``bag`` for other dicts, ``text`` for a frame whose one column is
+                ``text``, ``tabular`` for frames with non-numeric columns or at
+                most 32 columns, ``vector`` otherwise.
             options: Modality name -> :class:`ModalitySpec` options.
             relations: ``(source, relation, target)`` triples between modalities.
             labels: Columns of ``patients`` that are classification labels.
@@ -128,12 +140,25 @@ class Cohort:
         data: dict[str, ModalityData] = {}
         for mod, values in modalities.items():
             if isinstance(values, Mapping):
-                kind = kinds.get(mod, "bag")
-                data[mod] = {str(k): _as_bag_array(v) for k, v in values.items()}
+                kind = kinds.get(mod, "graph" if _holds_graphs(values) else "bag")
+                if kind == "graph":
+                    data[mod] = {
+                        str(k): as_modality_graph(v, f"modality '{mod}', patient '{k}'")
+                        for k, v in values.items()
+                    }
+                else:
+                    data[mod] = {str(k): _as_bag_array(v) for k, v in values.items()}
             elif isinstance(values, pd.DataFrame):
                 frame = _index_by_patient(values, f"modality '{mod}'")
                 numeric = all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes)
-                kind = kinds.get(mod, "vector" if numeric and frame.shape[1] > 32 else "tabular")
+                guess = "vector" if numeric and frame.shape[1] > 32 else "tabular"
+                if list(frame.columns) == [TEXT] and not numeric:
+                    guess = "text"
+                kind = kinds.get(mod, guess)
+                if kind == "text" and TEXT in frame.columns:
+                    # An empty report is a missing one (as an empty CSV cell reads).
+                    blank = frame[TEXT].map(lambda v: isinstance(v, str) and not v.strip())
+                    frame[TEXT] = frame[TEXT].mask(blank.to_numpy(bool))
                 data[mod] = frame
             else:
                 raise CohortError(
@@ -185,23 +210,26 @@ class Cohort:
         return list(self.modalities)
 
     def width(self, modality: str) -> int:
-        """Number of raw features (tabular, vector) or instance width (bag)."""
+        """Number of raw features (tabular, vector), instance width (bag) or node
+        feature width (graph); 1 for text (its one column)."""
         values = self.data[modality]
         if isinstance(values, pd.DataFrame):
             return values.shape[1]
         for arr in values.values():
-            return int(arr.shape[1])
+            return int((arr.x if isinstance(arr, ModalityGraph) else arr).shape[1])
         return int(self.modalities[modality].options.get("width", 0))
 
     def present_mask(self) -> pd.DataFrame:
         """Boolean frame, patients x modalities: True where the modality is present.
 
         A patient is missing a modality when it has no row (or an all-empty
-        row) in a table, or no (or an empty) array in a bag.
+        row) in a table, no (or an empty) text, or no (or an empty) array or graph.
         """
         out = pd.DataFrame(False, index=self.patients.index, columns=self.modality_names)
         for mod, values in self.data.items():
-            if isinstance(values, pd.DataFrame):
+            if self.modalities[mod].kind == "text" and isinstance(values, pd.DataFrame):
+                has = text_present(values)
+            elif isinstance(values, pd.DataFrame):
                 has = values.index[values.notna().any(axis=1)]
             else:
                 has = [pid for pid, arr in values.items() if len(arr) > 0]
@@ -290,7 +318,12 @@ class Cohort:
                 if not isinstance(theirs, dict) or values.keys() != theirs.keys():
                     return False
                 for pid, arr in values.items():
-                    if arr.dtype != theirs[pid].dtype or not np.array_equal(arr, theirs[pid]):
+                    if isinstance(arr, ModalityGraph):
+                        if not arr.equals(theirs[pid]):
+                            return False
+                    elif not isinstance(theirs[pid], np.ndarray) or (
+                        arr.dtype != theirs[pid].dtype or not np.array_equal(arr, theirs[pid])
+                    ):
                         return False
         return set(self.data) == set(other.data)
 
@@ -307,6 +340,13 @@ def _index_by_patient(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     frame.index = frame.index.astype(str)
     frame.index.name = "patient_id"
     return frame
+
+
+def _holds_graphs(values: Mapping) -> bool:
+    """Whether a dict modality's values are graphs (x and edge_index), not arrays."""
+    for v in values.values():
+        return isinstance(v, (ModalityGraph, Mapping)) or hasattr(v, "edge_index")
+    return False
 
 
 def _as_bag_array(value: Any) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Read and write the cohort folder format (see ``docs/cohort-format.md``).
 
 A cohort folder holds ``cohort.yaml``, ``patients.csv``, one ``.csv`` or
-``.parquet`` table per tabular/vector modality and one folder of
-``<patient_id>.npy`` / ``.pt`` arrays per bag modality. :func:`read_cohort`
+``.parquet`` table per tabular/vector/text modality, one folder of
+``<patient_id>.npy`` / ``.pt`` arrays per bag modality and one folder of
+``<patient_id>.npz`` / ``.pt`` graphs per graph modality. :func:`read_cohort`
 is strict: anything malformed raises :class:`~graphmed.errors.CohortError`
 naming the file, the column and the patient. :func:`write_cohort` writes a
 folder that reads back exactly (``read_cohort(p).equals(cohort)``).
@@ -22,7 +23,10 @@ import yaml
 
 from .._atomic import atomic_path, write_text
 from ..errors import CohortError, ConfigError, did_you_mean
+from ..typing import FOLDER_KINDS, KINDS
 from .cohort import Cohort, ModalitySpec
+from .graph_kind import GRAPH_SUFFIXES, read_graph_folder, write_graph_folder
+from .text_kind import TEXT, TEXT_DEFAULTS
 from .validate import (
     PATIENT,
     check_no_endpoints,
@@ -41,6 +45,8 @@ OPTION_KEYS = {
     "tabular": ("categorical",),
     "vector": ("groups", "chunk_size", "max_features"),
     "bag": ("max_instances", "pooling"),
+    "graph": ("max_nodes",),
+    "text": tuple(TEXT_DEFAULTS),
 }
 """The ``options`` each kind reads (``docs/cohort-format.md``); any other key is an error."""
 BAG_SUFFIXES = (".npy", ".pt")
@@ -93,6 +99,11 @@ def read_cohort(path: str | os.PathLike, *, allow_outside: bool = False) -> Coho
         read_by[key] = mod
         if spec.kind == "bag":
             data[mod], sources[mod] = _read_bag(root, spec.path, mod)
+        elif spec.kind == "graph":
+            data[mod], sources[mod] = _read_graphs(root, spec.path, mod)
+        elif spec.kind == "text":
+            file = _existing(root, spec.path, mod)
+            data[mod], sources[mod] = _read_text(file, spec.path, dtypes.get(mod)), spec.path
         else:
             file = _existing(root, spec.path, mod)
             recorded = dtypes.get(mod) or {}
@@ -124,12 +135,14 @@ def write_cohort(
     bag_format: str = "npy",
     *,
     overwrite: bool = False,
+    graph_format: str = "npz",
 ) -> Path:
     """Write ``cohort`` as a cohort folder at ``path`` and return the path.
 
     Every file is written atomically; ``cohort.yaml`` is written last. Tables
     go to ``<modality>.csv`` or ``.parquet`` (the spec's path with that
-    suffix), bags to ``<modality>/<patient_id>.npy`` or ``.pt``. The dtypes
+    suffix), bags to ``<modality>/<patient_id>.npy`` or ``.pt``, graphs to
+    ``<modality>/<patient_id>.npz`` or ``.pt`` (a dict of tensors). The dtypes
     that a CSV cannot carry (int, bool, category with its categories, strings;
     Parquet loses some too) are recorded under ``dtypes`` in ``cohort.yaml``.
 
@@ -140,6 +153,7 @@ def write_cohort(
         bag_format: ``"npy"`` or ``"pt"``.
         overwrite: Write into a non-empty folder. Files of an earlier cohort
             there that the new one does not use are removed.
+        graph_format: ``"npz"`` or ``"pt"``.
 
     Raises:
         CohortError: the folder is not empty and ``overwrite`` is False, or a
@@ -148,6 +162,7 @@ def write_cohort(
     for arg, value, choices in (
         ("table_format", table_format, ("csv", "parquet")),
         ("bag_format", bag_format, ("npy", "pt")),
+        ("graph_format", graph_format, ("npz", "pt")),
     ):
         if value not in choices:
             raise ConfigError(
@@ -164,6 +179,8 @@ def write_cohort(
         values, rel = cohort.data[mod], paths[mod]
         if spec.kind == "bag":
             _write_bag(root / rel, values, bag_format)
+        elif spec.kind == "graph":
+            write_graph_folder(root / rel, values, graph_format)
         else:
             _write_table(values, root / rel, table_format)
             if table_dtypes(values):
@@ -207,7 +224,7 @@ def _read_config(root: Path) -> dict[str, Any]:
     if not isinstance(mods, dict) or not mods:
         raise CohortError(
             f"{CONFIG}: 'modalities' must map each modality name to "
-            "{kind: tabular|vector|bag, path: ...}; got " + repr(mods)
+            "{kind: " + "|".join(KINDS) + ", path: ...}; got " + repr(mods)
         )
     ends = conf.get("endpoints") or {}
     if not isinstance(ends, dict):
@@ -284,12 +301,12 @@ def _spec(root: Path, mod: str, entry: Any) -> ModalitySpec:
         raise CohortError(f"{where}: expected {{kind: ..., path: ...}}, got {entry!r}.")
     _check_keys(entry, MODALITY_KEYS, where)
     if "kind" not in entry:
-        raise CohortError(f"{where}: missing 'kind'; expected one of tabular, vector, bag.")
+        raise CohortError(f"{where}: missing 'kind'; expected one of {', '.join(KINDS)}.")
     options = entry.get("options") or {}
     if not isinstance(options, dict):
         raise CohortError(f"{where}: 'options' must be a mapping, got {options!r}.")
     path = entry.get("path")
-    if not path and entry["kind"] != "bag" and (root / f"{mod}.parquet").exists():
+    if not path and entry["kind"] not in FOLDER_KINDS and (root / f"{mod}.parquet").exists():
         path = f"{mod}.parquet"
     try:
         spec = ModalitySpec(str(mod), str(entry["kind"]), str(path or ""), dict(options))
@@ -364,6 +381,40 @@ def _read_bag(root: Path, rel: str, mod: str) -> tuple[dict[str, np.ndarray], st
     suffixes = {p.suffix for p in files}  # as written: '.NPY' stays '.NPY' in messages
     suffix = suffixes.pop() if len(suffixes) == 1 else ".(npy|pt)"
     return {p.stem: a for p, a in zip(files, arrays)}, f"{rel}/{PATIENT}{suffix}"
+
+
+def _read_graphs(root: Path, rel: str, mod: str) -> tuple[dict[str, Any], str]:
+    folder = root / rel
+    if not folder.is_dir():
+        _existing(root, rel, mod)
+        raise CohortError(
+            f"{rel}: is a file; a graph modality is a folder of .npz/.pt graphs, one per patient."
+        )
+    graphs = read_graph_folder(folder, rel)
+    suffixes = {p.suffix for p in folder.iterdir() if p.suffix.lower() in GRAPH_SUFFIXES}
+    suffix = suffixes.pop() if len(suffixes) == 1 else ".(npz|pt)"
+    return graphs, f"{rel}/{PATIENT}{suffix}"
+
+
+def _read_text(file: Path, name: str, recorded: Mapping | None) -> pd.DataFrame:
+    """A text table ``patient_id, text``; the text is read as written ("NA" stays "NA")."""
+    try:
+        if file.name.lower().endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+
+            columns = list(pq.read_schema(file).names)
+        else:
+            sep = "\t" if file.name.lower().endswith(".tsv") else ","
+            columns = list(pd.read_csv(file, sep=sep, nrows=0).columns)
+    except Exception:
+        columns = None  # read_table reports the unreadable file
+    if columns is not None and TEXT not in columns:
+        raise CohortError(
+            f"{name}: a text modality has the columns patient_id and text, found "
+            f"{columns[:8]}.{did_you_mean(TEXT, columns)} Name the column of reports 'text'."
+        )
+    frame = read_table(file, name, {TEXT: "object", **dict(recorded or {})})
+    return frame.set_index("patient_id")
 
 
 def load_array(file: Path, name: str) -> np.ndarray:
@@ -536,12 +587,13 @@ def _first_line(err: Exception) -> str:
 def _check_writable(cohort: Cohort) -> None:
     """Refuse, before writing anything, what would not read back exactly."""
     for mod, spec in cohort.modalities.items():
-        if spec.kind == "bag":
+        if spec.kind in FOLDER_KINDS:
             for pid in cohort.data[mod]:
                 if pid.startswith(".") or any(c in pid for c in "/\\\0"):
                     raise CohortError(
-                        f"modality '{mod}': patient id {pid!r} cannot be the file name of a bag "
-                        "array; rename the patient (no '/', '\\' or leading '.')."
+                        f"modality '{mod}': patient id {pid!r} cannot be the file name of a "
+                        f"{'bag array' if spec.kind == 'bag' else 'graph file'}; rename the "
+                        "patient (no '/', '\\' or leading '.')."
                     )
     for mod, spec in cohort.modalities.items():
         try:
@@ -571,7 +623,7 @@ def _plan_paths(cohort: Cohort, table_format: str) -> dict[str, str]:
     """Modality -> path to write it to: its spec's, kept inside the folder, with the suffix."""
     paths: dict[str, str] = {}
     for mod, spec in cohort.modalities.items():
-        if spec.kind == "bag":
+        if spec.kind in FOLDER_KINDS:
             rel = _inside(spec.path, mod)
         else:
             rel = f"{_inside(_with_suffix(spec.path), mod)}.{table_format}"
@@ -648,7 +700,7 @@ def _remove_stale(root: Path, rel: str) -> None:
         target.unlink()
         return
     for p in target.iterdir():
-        if p.suffix in BAG_SUFFIXES:
+        if p.suffix in BAG_SUFFIXES + GRAPH_SUFFIXES:
             p.unlink()
     if not any(target.iterdir()):
         target.rmdir()

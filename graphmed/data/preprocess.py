@@ -1,8 +1,10 @@
 """Preprocessing fitted on training patients only, then applied to any cohort.
 
 :class:`CohortPreprocessor` standardises numeric features, imputes missing
-cells inside a present modality, encodes categoricals as integer codes, and
-keeps the most variable columns of very wide vectors. Every statistic comes
+cells inside a present modality, encodes categoricals as integer codes,
+keeps the most variable columns of very wide vectors, standardises the node
+and edge features of graphs and fixes their node count, and fits the TF-IDF
+vocabulary and SVD of text reports. Every statistic comes
 from the patients passed to :meth:`~CohortPreprocessor.fit`; transforming other
 patients never changes it. The fitted state is a plain dict (``to_dict`` /
 ``from_dict``) saved with a model.
@@ -19,6 +21,11 @@ import pandas as pd
 
 from ..errors import CohortError
 from .cohort import Cohort
+from .graph_kind import ModalityGraph
+from .text_kind import TEXT, fit_text, text_present, transform_text
+
+DEFAULT_MAX_NODES = 256
+"""Default cap on the nodes a graph modality keeps per patient (option ``max_nodes``)."""
 
 
 @dataclass
@@ -26,11 +33,13 @@ class ModalityTransform:
     """The fitted transform of one modality.
 
     Attributes:
-        kind: ``tabular``, ``vector`` or ``bag``.
-        columns: Columns kept, in order (tabular, vector).
+        kind: ``tabular``, ``vector``, ``bag``, ``graph`` or ``text``.
+        columns: Columns kept, in order (tabular, vector); the SVD components
+            (text).
         categorical: Column -> categories seen in training (code 0 = unknown/missing,
             code k = categories[k-1]).
-        center, scale: Per numeric column (or bag feature) statistics.
+        center, scale: Per numeric column (bag or graph node feature, text
+            component) statistics.
         fill: Per numeric column value used for a missing cell of a present row.
     """
 
@@ -43,6 +52,11 @@ class ModalityTransform:
     width: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     """The modality's options at fit time (tokenisation: chunk_size, groups, max_instances)."""
+    state: dict[str, Any] = field(default_factory=dict)
+    """Kind-specific fitted state, plain values only. graph: ``n_nodes`` (node slots,
+    fixed on the training fold), ``edge_width``, ``edge_center``, ``edge_scale``. text:
+    ``vocabulary``, ``idf``, ``components``, ``ngram_max`` (see
+    :func:`graphmed.data.text_kind.fit_text`)."""
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -53,13 +67,16 @@ class ModalityTransform:
 class TransformedModality:
     """A modality after preprocessing, aligned to the cohort's patients.
 
-    ``values`` is ``(P, F)`` float32 for tabular/vector (categorical columns hold
-    their integer code; missing patients hold zeros) or a list of ``(N_i, d)``
-    float32 arrays for bags (empty for missing patients). ``present`` is ``(P,)``.
+    ``values`` is ``(P, F)`` float32 for tabular/vector/text (categorical columns
+    hold their integer code; missing patients hold zeros) or a list of
+    ``(N_i, d)`` float32 arrays for bags and graph nodes (empty for missing
+    patients). ``present`` is ``(P,)``. ``edges`` (graph only) holds per patient
+    ``(edge_index (2, E) int64, edge_attr (E, f) float32 or None)``.
     """
 
     values: np.ndarray | list[np.ndarray]
     present: np.ndarray
+    edges: list[tuple[np.ndarray, np.ndarray | None]] | None = None
 
 
 class CohortPreprocessor:
@@ -87,6 +104,10 @@ class CohortPreprocessor:
             values = cohort.data[mod]
             if spec.kind == "bag":
                 transforms[mod] = self._fit_bag(mod, values, cohort.width(mod))
+            elif spec.kind == "graph":
+                transforms[mod] = self._fit_graph(mod, values, spec.options)
+            elif spec.kind == "text":
+                transforms[mod] = _fit_text_modality(mod, values, spec.options)
             else:
                 rows = values.loc[values.index.intersection(present.index[present[mod]])]
                 if rows.empty:
@@ -105,21 +126,40 @@ class CohortPreprocessor:
         return self
 
     def _fit_bag(self, mod: str, bags: dict[str, np.ndarray], width: int) -> ModalityTransform:
-        count, total, total_sq = 0, np.zeros(width), np.zeros(width)
-        for arr in bags.values():
-            if len(arr):
-                a = arr.astype(np.float64)
-                count += len(a)
-                total += a.sum(0)
-                total_sq += (a * a).sum(0)
-        if count == 0:
+        mean, std = _moments(bags.values(), width)
+        if mean is None:
             raise CohortError(f"modality '{mod}': no training patient has a non-empty bag")
-        mean = total / count
-        std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
-        std = np.where(std > 1e-8, std, 1.0)
         if not self.standardize_bags:
             mean, std = np.zeros(width), np.ones(width)
         return ModalityTransform("bag", center=mean.tolist(), scale=std.tolist(), width=width)
+
+    def _fit_graph(
+        self, mod: str, graphs: dict[str, ModalityGraph], options: dict[str, Any]
+    ) -> ModalityTransform:
+        present = [g for g in graphs.values() if len(g)]
+        if not present:
+            raise CohortError(f"modality '{mod}': no training patient has a graph")
+        width = int(present[0].x.shape[1])
+        mean, std = _moments((g.x for g in present), width)
+        cap = options.get("max_nodes", DEFAULT_MAX_NODES)
+        if not isinstance(cap, (int, np.integer)) or isinstance(cap, bool) or cap < 1:
+            raise CohortError(
+                f"modality '{mod}': option max_nodes must be a positive integer, got {cap!r} "
+                f"(default {DEFAULT_MAX_NODES})."
+            )
+        state: dict[str, Any] = {"n_nodes": int(min(cap, max(len(g) for g in present)))}
+        state["edge_width"] = 0
+        if present[0].edge_attr is not None:
+            e_width = int(present[0].edge_attr.shape[1])
+            e_mean, e_std = _moments((g.edge_attr for g in present), e_width)
+            if e_mean is None:  # no edge at all
+                e_mean, e_std = np.zeros(e_width), np.ones(e_width)
+            state.update(edge_width=e_width, edge_center=e_mean.tolist(), edge_scale=e_std.tolist())
+        if not self.standardize_bags:
+            mean, std = np.zeros(width), np.ones(width)
+        return ModalityTransform(
+            "graph", center=mean.tolist(), scale=std.tolist(), width=width, state=state
+        )
 
     # ------------------------------------------------------------- transform
     def transform(self, cohort: Cohort) -> dict[str, TransformedModality]:
@@ -134,12 +174,19 @@ class CohortPreprocessor:
                 # A modality the model knows but this cohort lacks: missing for everyone.
                 empty = (
                     [np.zeros((0, tr.width), np.float32) for _ in ids]
-                    if tr.kind == "bag"
+                    if tr.kind in ("bag", "graph")
                     else np.zeros((len(ids), len(tr.columns)), np.float32)
                 )
-                out[mod] = TransformedModality(empty, np.zeros(len(ids), bool))
+                edges = [(np.zeros((2, 0), np.int64), None)] * len(ids)
+                out[mod] = TransformedModality(
+                    empty, np.zeros(len(ids), bool), edges if tr.kind == "graph" else None
+                )
             elif tr.kind == "bag":
                 out[mod] = _transform_bag(cohort.data[mod], ids, tr)
+            elif tr.kind == "graph":
+                out[mod] = _transform_graph(cohort.data[mod], ids, tr, mod)
+            elif tr.kind == "text":
+                out[mod] = _transform_text(cohort.data[mod], ids, tr)
             else:
                 out[mod] = _transform_table(cohort.data[mod], ids, tr, mod)
         return out
@@ -257,3 +304,96 @@ def _transform_bag(
         values.append((arr.astype(np.float32) - center) / scale)
         present[i] = True
     return TransformedModality(values, present)
+
+
+def _moments(arrays, width: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Mean and standard deviation (1 where constant) over the rows of ``arrays``."""
+    count, total, total_sq = 0, np.zeros(width), np.zeros(width)
+    for arr in arrays:
+        if len(arr):
+            a = arr.astype(np.float64)
+            count += len(a)
+            total += a.sum(0)
+            total_sq += (a * a).sum(0)
+    if count == 0:
+        return None, None
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+    return mean, np.where(std > 1e-8, std, 1.0)
+
+
+def _transform_graph(
+    graphs: dict[str, ModalityGraph], ids: pd.Index, tr: ModalityTransform, mod: str
+) -> TransformedModality:
+    center = np.asarray(tr.center, np.float32)
+    scale = np.asarray(tr.scale, np.float32)
+    e_width = int(tr.state.get("edge_width", 0))
+    if e_width:
+        e_center = np.asarray(tr.state["edge_center"], np.float32)
+        e_scale = np.asarray(tr.state["edge_scale"], np.float32)
+    values, edges, present = [], [], np.zeros(len(ids), bool)
+    empty = np.zeros((0, tr.width), np.float32)
+    for i, pid in enumerate(ids):
+        g = graphs.get(pid)
+        if g is None or len(g) == 0:
+            values.append(empty)
+            edges.append((np.zeros((2, 0), np.int64), None))
+            continue
+        if g.x.shape[1] != tr.width:
+            raise CohortError(
+                f"modality '{mod}': the graph of patient '{pid}' has node features of width "
+                f"{g.x.shape[1]}, but the model was fitted on width {tr.width}"
+            )
+        attr = None
+        if e_width:
+            if g.edge_attr is None or g.edge_attr.shape[1] != e_width:
+                got = "none" if g.edge_attr is None else f"width {g.edge_attr.shape[1]}"
+                raise CohortError(
+                    f"modality '{mod}': the graph of patient '{pid}' has edge features of "
+                    f"{got}, but the model was fitted on edge features of width {e_width}"
+                )
+            attr = (g.edge_attr.astype(np.float32) - e_center) / e_scale
+        values.append((g.x.astype(np.float32) - center) / scale)
+        edges.append((g.edge_index, attr))
+        present[i] = True
+    return TransformedModality(values, present, edges)
+
+
+def _fit_text_modality(mod: str, frame: pd.DataFrame, options: dict[str, Any]) -> ModalityTransform:
+    has = text_present(frame)
+    if len(has) == 0:
+        raise CohortError(
+            f"modality '{mod}': no training patient has a report, so no vocabulary can be "
+            "fitted; drop the modality or use a split where some training patients have it"
+        )
+    try:
+        state, projected = fit_text(frame.loc[has, TEXT].tolist(), options)
+    except CohortError as err:
+        raise CohortError(f"modality '{mod}': {err}") from err
+    center = projected.mean(0)
+    scale = projected.std(0)
+    scale = np.where(scale > 1e-8, scale, 1.0)
+    columns = [f"{mod}_svd{j}" for j in range(projected.shape[1])]
+    return ModalityTransform(
+        "text",
+        columns=columns,
+        center=center.tolist(),
+        scale=scale.tolist(),
+        fill=[0.0] * len(columns),
+        width=len(columns),
+        state=state,
+    )
+
+
+def _transform_text(
+    frame: pd.DataFrame, ids: pd.Index, tr: ModalityTransform
+) -> TransformedModality:
+    has = text_present(frame)
+    present = ids.isin(has)
+    out = np.zeros((len(ids), len(tr.columns)), np.float32)
+    if present.any():
+        texts = frame[TEXT].reindex(ids[present]).tolist()
+        projected = transform_text(tr.state, texts)
+        center, scale = np.asarray(tr.center), np.asarray(tr.scale)
+        out[present] = (projected - center) / scale
+    return TransformedModality(out, np.asarray(present))

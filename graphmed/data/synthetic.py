@@ -18,6 +18,17 @@ as modalities of every kind. It is built so that a model has to earn its score:
   cluster-specific share of the patient's projection + noise; the cluster
   mixture depends on the patient's latents, so both mean pooling and attention
   see the signal, attention more cleanly.
+* **Graphs** carry their signal in their edges. Nodes come in two types
+  (the first node feature, +1 or -1, half of each in every patient); the other
+  features render the latents as bag instances do. Each node links to
+  ``_GRAPH_DEGREE`` others, of its own type with probability
+  ``sigmoid(2 u)``, where ``u`` is a latent of the graph alone, and ``log h``
+  gains ``_GRAPH_HAZARD * u``. The share of same-type neighbours (a
+  neighbourhood statistic) reveals ``u``; the bag of the same nodes does not,
+  since every patient's node features have the same distribution whatever ``u``.
+* **Texts** are short reports whose words follow the hazard's main latent
+  ``z0``: each of ``_TEXT_WORDS`` words comes from a "low" or "high" lexicon
+  with probability ``sigmoid(2 z0)``, among neutral filler words.
 * **Missingness** is MCAR or MAR (drop probability a sigmoid of a latent homed
   in another modality, with the requested average rate); every patient keeps
   at least one modality.
@@ -56,6 +67,14 @@ _WEIBULL_SCALE = 5.0
 _N_CLUSTERS = 4  # instance clusters of a bag
 _MAR_SLOPE = 2.0
 _CATEGORY_LEVELS = (("low", "mid", "high"), ("neg", "pos"))
+_GRAPH_DEGREE = 4  # neighbours each node draws (edges are stored in both directions)
+_GRAPH_HAZARD = 1.5  # effect of a graph's topology latent on the log hazard
+_TEXT_WORDS = 12
+_LEXICON = {
+    "low": ("indolent", "wellcircumscribed", "lowgrade", "stable", "regressing", "benign"),
+    "high": ("necrosis", "invasive", "highgrade", "mitotic", "infiltrative", "metastatic"),
+    "filler": ("specimen", "section", "shows", "tissue", "sample", "noted", "with", "and"),
+}
 
 
 def make_synthetic_cohort(
@@ -78,8 +97,9 @@ def make_synthetic_cohort(
 
     Args:
         n_patients: Number of patients (ids ``P000000`` ...).
-        modalities: Name -> ``(kind, width)``; kind is ``tabular``, ``vector`` or
-            ``bag`` (width = instance width). Default: clinical (tabular, 8),
+        modalities: Name -> ``(kind, width)``; kind is ``tabular``, ``vector``,
+            ``bag`` (width = instance width), ``graph`` (width = node feature
+            width) or ``text`` (width unused). Default: clinical (tabular, 8),
             expr (vector, 64), wsi (bag, 32). Tabular modalities hold up to two
             categorical columns (``cat_0``, ``cat_1``) and numeric ``num_*``.
         n_latent: Number of latent factors, at least 6.
@@ -89,15 +109,17 @@ def make_synthetic_cohort(
         censoring: Target fraction of censored patients, in [0, 1).
         seed: Seed; the same seed gives an identical cohort.
         name: Cohort name.
-        bag_size: Inclusive range of instances per bag.
+        bag_size: Inclusive range of instances per bag (and nodes per graph, at
+            least 2).
         noise: Standard deviation of feature noise (signal variance is about 1).
         relations: ``(source, relation, target)`` triples; default: the known
             clinical/expr/wsi relations where those names exist, chained so
             that every modality is connected.
         return_truth: Also return a dict with ``log_hazard`` (P,), ``latents``
             (P, n_latent), ``label_score`` (P,), ``event_time`` (P,, before
-            censoring), ``loadings`` (modality -> (n_latent,) strengths) and
-            ``patient_ids``, all in patient order.
+            censoring), ``loadings`` (modality -> (n_latent,) strengths),
+            ``patient_ids`` and ``topology`` (graph modality -> (P,) edge latent
+            ``u``), all in patient order.
 
     Returns:
         The cohort, or ``(cohort, truth)`` when ``return_truth`` is set.
@@ -120,12 +142,17 @@ def make_synthetic_cohort(
 
     data: dict[str, Any] = {}
     options: dict[str, dict[str, Any]] = {}
+    topology: dict[str, np.ndarray] = {}  # graph modality -> its edge latent u
     for m, (mod, (kind, width)) in enumerate(mods.items()):
         rng = np.random.default_rng(streams[4 + m])
         seen = z * loadings[m]
         proj = rng.standard_normal((n_latent, width)) / np.sqrt((loadings[m] ** 2).sum())
         if kind == "bag":
             data[mod] = _make_bag(rng, seen, proj, ids, noise, lo, hi)
+        elif kind == "graph":
+            data[mod], topology[mod] = _make_graph(rng, seen, proj, ids, noise, max(lo, 2), hi)
+        elif kind == "text":
+            data[mod] = _make_text(rng, z[:, 0], index)
         else:
             values = seen @ proj + noise * rng.standard_normal((n_patients, width))
             if kind == "tabular":
@@ -137,6 +164,8 @@ def make_synthetic_cohort(
 
     a, b, c = _HAZARD
     log_hazard = a * z[:, 1] * z[:, 2] + b * z[:, 0] + c * (z[:, 3] - z[:, 4])
+    for u in topology.values():
+        log_hazard = log_hazard + _GRAPH_HAZARD * u
     event_time = _weibull_times(rng_time, log_hazard)
     time, event = _censor(rng_time, event_time, censoring)
     patients = pd.DataFrame({"time": time, "event": event}, index=index)
@@ -177,6 +206,7 @@ def make_synthetic_cohort(
         "event_time": event_time,
         "loadings": {mod: loadings[m] for m, mod in enumerate(names)},
         "patient_ids": ids,
+        "topology": topology,
     }
     return cohort, truth
 
@@ -270,6 +300,58 @@ def _make_table(values: np.ndarray, index: pd.Index) -> tuple[pd.DataFrame, list
     for j in range(n_cat, width):
         frame[f"num_{j - n_cat}"] = values[:, j]
     return frame, cats
+
+
+def _make_graph(rng, seen, proj, ids, noise, lo, hi) -> tuple[dict[str, dict], np.ndarray]:
+    """Graphs whose type homophily follows a latent ``u`` of their own; see the module doc."""
+    n = len(ids)
+    if proj.shape[1] > 1:
+        bag = _make_bag(rng, seen, proj[:, 1:], ids, noise, lo, hi)
+        sizes = np.array([len(b) for b in bag.values()])
+        rest = np.concatenate(list(bag.values()))
+    else:
+        sizes = rng.integers(lo, hi + 1, size=n)
+        rest = np.zeros((sizes.sum(), 0), np.float32)
+    u = rng.standard_normal(n)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    owner = np.repeat(np.arange(n), sizes)
+    local = np.arange(len(owner)) - starts[owner]
+    kind = local % 2  # type 0 at even positions, 1 at odd: half of each per patient
+    x = np.column_stack([np.where(kind == 0, 1.0, -1.0).astype(np.float32), rest])
+    src = np.repeat(np.arange(len(owner)), _GRAPH_DEGREE)
+    same = rng.random(len(src)) < 1 / (1 + np.exp(-2 * u[owner[src]]))
+    want = np.where(same, kind[src], 1 - kind[src])
+    size = sizes[owner[src]]
+    count = (size - want + 1) // 2  # nodes of type ``want`` among positions 0..size-1
+    pick = want + 2 * np.floor(rng.random(len(src)) * count).astype(np.int64)
+    dst = starts[owner[src]] + pick
+    keep = src != dst
+    src, dst = src[keep], dst[keep]
+    both = np.concatenate([np.stack([src, dst]), np.stack([dst, src])], axis=1)
+    both = both[:, np.argsort(owner[both[0]], kind="stable")]
+    cuts = np.cumsum(np.bincount(owner[both[0]], minlength=n))[:-1]
+    graphs = {}
+    for i, (pid, xs, es) in enumerate(
+        zip(ids, np.split(x, np.cumsum(sizes)[:-1]), np.split(both, cuts, axis=1))
+    ):
+        graphs[pid] = {"x": xs, "edge_index": (es - starts[i]).astype(np.int64)}
+    return graphs, u
+
+
+def _make_text(rng, driver: np.ndarray, index: pd.Index) -> pd.DataFrame:
+    """Reports whose share of "high" words follows ``sigmoid(2 * driver)``."""
+    n = len(driver)
+    high = rng.random((n, _TEXT_WORDS)) < 1 / (1 + np.exp(-2 * driver[:, None]))
+    low_w, high_w = np.array(_LEXICON["low"]), np.array(_LEXICON["high"])
+    fill = np.array(_LEXICON["filler"])
+    words = np.where(
+        high,
+        high_w[rng.integers(len(high_w), size=(n, _TEXT_WORDS))],
+        low_w[rng.integers(len(low_w), size=(n, _TEXT_WORDS))],
+    )
+    filler = fill[rng.integers(len(fill), size=(n, _TEXT_WORDS))]
+    text = [" ".join(w for pair in zip(f, s) for w in pair) for f, s in zip(filler, words)]
+    return pd.DataFrame({"text": text}, index=index)
 
 
 def _make_bag(rng, seen, proj, ids, noise, lo, hi) -> dict[str, np.ndarray]:

@@ -104,6 +104,14 @@ def validate_cohort(cohort: Cohort, sources: Mapping[str, str] | None = None) ->
     for mod, spec in cohort.modalities.items():
         if spec.kind == "bag":
             _check_bag(mod, cohort.data[mod], pats.index, where)
+        elif spec.kind == "graph":
+            from .graph_kind import check_graph_modality
+
+            check_graph_modality(mod, cohort.data[mod], pats.index, where)
+        elif spec.kind == "text":
+            from .text_kind import check_text_modality
+
+            check_text_modality(mod, cohort.data[mod], pats.index, where)
         else:
             _check_table(mod, spec.kind, spec.options, cohort.data[mod], pats.index, where)
             frame = cohort.data[mod]

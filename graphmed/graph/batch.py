@@ -18,6 +18,9 @@ class GraphBatch:
         time, event: ``(B,)`` float survival endpoint.
         labels: Label column -> ``(B,)`` int64 class codes (-1 = unknown).
         index: ``(B,)`` positions of the patients in their :class:`PatientGraphs`.
+        edge_index: Graph modality -> ``(B, 2, E_m)`` edges between node slots.
+        edge_mask: Graph modality -> ``(B, E_m)`` bool, True for real edges.
+        edge_attr: Graph modality with edge features -> ``(B, E_m, f)`` float.
     """
 
     x: dict[str, torch.Tensor]
@@ -27,6 +30,9 @@ class GraphBatch:
     event: torch.Tensor
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     index: torch.Tensor | None = None
+    edge_index: dict[str, torch.Tensor] = field(default_factory=dict)
+    edge_mask: dict[str, torch.Tensor] = field(default_factory=dict)
+    edge_attr: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.present.shape[0]
@@ -42,4 +48,7 @@ class GraphBatch:
             event=move(self.event),
             labels={k: move(v) for k, v in self.labels.items()},
             index=None if self.index is None else move(self.index),
+            edge_index={k: move(v) for k, v in self.edge_index.items()},
+            edge_mask={k: move(v) for k, v in self.edge_mask.items()},
+            edge_attr={k: move(v) for k, v in self.edge_attr.items()},
         )

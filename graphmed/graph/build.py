@@ -7,10 +7,17 @@ Every patient becomes a graph with one node type per modality:
   ``chunk_size`` columns (default 8), chunks widened so that a modality has at
   most ``max_tokens`` nodes (default 32);
 * bag: a node per instance, at most ``max_instances`` (default 64) of them,
-  subsampled (seeded) or pooled to that many k-means prototypes.
+  subsampled (seeded) or pooled to that many k-means prototypes;
+* graph: a node per node of the patient's own graph, at most the ``n_nodes``
+  fixed on the training fold (option ``max_nodes``, default 256); a larger
+  graph keeps connected regions grown breadth-first from seeded start nodes,
+  with the edges among the kept nodes;
+* text: the TF-IDF + SVD components of the report, chunked as a vector's.
 
-Edges: every modality is complete inside (``intra``), and each relation joins
-all nodes of its two modalities, in both directions. Every patient carries the
+Edges: every modality is complete inside (``intra``) except a graph modality,
+whose intra edges are the patient's own edges (stored, per patient, as
+``edge_index`` / ``edge_mask`` / ``edge_attr``); each relation joins all nodes
+of its two modalities, in both directions. Every patient carries the
 same schema, with zero nodes for a missing modality, and a mask of present
 modalities, so batching never drops a type.
 
@@ -55,6 +62,7 @@ class ModalityLayout:
         categorical: Node index -> number of codes (0 = unknown) for categorical
             tabular features.
         group_sizes: Number of real columns in each vector group.
+        edge_dim: Width of a graph modality's edge features (0: none).
     """
 
     name: str
@@ -64,6 +72,7 @@ class ModalityLayout:
     node_names: list[str] = field(default_factory=list)
     categorical: dict[int, int] = field(default_factory=dict)
     group_sizes: list[int] = field(default_factory=list)
+    edge_dim: int = 0
 
 
 @dataclass
@@ -79,6 +88,10 @@ class PatientGraphs:
         time, event: ``(P,)`` survival endpoint (float32, float32 0/1).
         labels: Label column -> ``(P,)`` int64 codes (-1 where unknown).
         label_classes: Label column -> class values in code order.
+        edge_index: Graph modality -> ``(P, 2, E_m)`` int64 edges between the
+            patient's node slots (padding edges point at slot 0).
+        edge_mask: Graph modality -> ``(P, E_m)`` bool, True for real edges.
+        edge_attr: Graph modality with edge features -> ``(P, E_m, f)``.
     """
 
     patient_ids: list[str]
@@ -90,6 +103,9 @@ class PatientGraphs:
     event: torch.Tensor
     labels: dict[str, torch.Tensor] = field(default_factory=dict)
     label_classes: dict[str, list[Any]] = field(default_factory=dict)
+    edge_index: dict[str, torch.Tensor] = field(default_factory=dict)
+    edge_mask: dict[str, torch.Tensor] = field(default_factory=dict)
+    edge_attr: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.patient_ids)
@@ -115,6 +131,9 @@ class PatientGraphs:
             self.event.to(device),
             move(self.labels),
             self.label_classes,
+            move(self.edge_index),
+            move(self.edge_mask),
+            move(self.edge_attr),
         )
 
     def batch(self, index: torch.Tensor | np.ndarray | list[int]) -> GraphBatch:
@@ -128,6 +147,9 @@ class PatientGraphs:
             event=self.event[idx],
             labels={k: v[idx] for k, v in self.labels.items()},
             index=idx,
+            edge_index={m: v[idx] for m, v in self.edge_index.items()},
+            edge_mask={m: v[idx] for m, v in self.edge_mask.items()},
+            edge_attr={m: v[idx].float() for m, v in self.edge_attr.items()},
         )
 
     def subset(self, index: np.ndarray | list[int]) -> PatientGraphs:
@@ -144,6 +166,9 @@ class PatientGraphs:
             b.event,
             b.labels,
             self.label_classes,
+            b.edge_index,
+            b.edge_mask,
+            {m: self.edge_attr[m][idx.to(self.device)] for m in self.edge_attr},
         )
 
     # ---------------------------------------------------------- PyG interface
@@ -151,7 +176,8 @@ class PatientGraphs:
         """Patient ``i`` as a PyG ``HeteroData`` with every node and edge type.
 
         Intra-modal edge weights are the cosine similarity of the end nodes'
-        raw features. Cross-modal end nodes live in different raw spaces, so
+        raw features; a graph modality's intra edges are its own edges (with
+        their ``edge_attr`` when it has edge features). Cross-modal end nodes live in different raw spaces, so
         their stored weight is 1 and the model computes their cosine
         similarity in the shared embedding space.
         """
@@ -167,9 +193,15 @@ class PatientGraphs:
             ns, nt = len(feats[s]), len(feats[t])
             src = torch.arange(ns).repeat_interleave(nt)
             dst = torch.arange(nt).repeat(ns)
-            if s == t:
+            if s == t and s in self.edge_index:
+                own = self.edge_mask[s][i]
+                src, dst = self.edge_index[s][i][:, own].long()
+                if s in self.edge_attr:
+                    data[s, r, t].edge_attr = self.edge_attr[s][i][own].float()
+            elif s == t:
                 keep = src != dst
                 src, dst = src[keep], dst[keep]
+            if s == t:
                 xs = torch.nn.functional.normalize(feats[s], dim=-1)
                 weight = (xs[src] * xs[dst]).sum(-1)
             else:
@@ -250,16 +282,22 @@ def build_graphs(
         raise CohortError("build_graphs needs a fitted CohortPreprocessor")
     arrays = preprocessor.transform(cohort)
     layouts, xs, masks, present = {}, {}, {}, []
+    edges: dict[str, dict[str, torch.Tensor]] = {"index": {}, "mask": {}, "attr": {}}
     for mod, tr in preprocessor.transforms_.items():
         options = tr.options  # fitted with the preprocessor, so every cohort gets the same nodes
         arr = arrays[mod]
         if tr.kind == "tabular":
             layout, x, mask = _tabular_nodes(mod, tr, arr)
-        elif tr.kind == "vector":
+        elif tr.kind in ("vector", "text"):
             size = int(options.get("chunk_size", chunk_size))
             if max_tokens is not None and not options.get("groups"):
                 size = max(size, -(-len(tr.columns) // int(max_tokens)))
             layout, x, mask = _vector_nodes(mod, tr, arr, options.get("groups"), size)
+            layout.kind = tr.kind
+        elif tr.kind == "graph":
+            layout, x, mask, own = _graph_nodes(mod, tr, arr, seed, cohort.patient_ids)
+            for key, value in own.items():
+                edges[key][mod] = value
         else:
             cap = int(options.get("max_instances", max_instances))
             pooling = options.get("pooling", bag_pooling)
@@ -285,6 +323,9 @@ def build_graphs(
         event=torch.as_tensor(cohort.event, dtype=torch.float32),
         labels=labels,
         label_classes=classes,
+        edge_index=edges["index"],
+        edge_mask=edges["mask"],
+        edge_attr={m: v.to(store_dtype) for m, v in edges["attr"].items()},
     )
 
 
@@ -354,6 +395,68 @@ def _bag_nodes(mod, tr, arr, cap, pooling, seed, patient_ids):
             mask[i, :k] = True
     layout = ModalityLayout(mod, "bag", n, tr.width, [f"instance_{j}" for j in range(n)])
     return layout, x, mask
+
+
+def _graph_nodes(mod, tr, arr, seed, patient_ids):
+    n = int(tr.state["n_nodes"])
+    e_dim = int(tr.state.get("edge_width", 0))
+    nodes, own = [], []
+    for i, (x, (ei, attr)) in enumerate(zip(arr.values, arr.edges)):
+        if len(x) > n:
+            # Seeded by the patient's id, so its nodes never depend on who else is built.
+            rng = np.random.default_rng([seed, zlib.crc32(patient_ids[i].encode())])
+            keep = _regions(len(x), ei, n, rng)
+            new = np.full(len(x), -1, np.int64)
+            new[keep] = np.arange(len(keep))
+            inside = (new[ei[0]] >= 0) & (new[ei[1]] >= 0)
+            x, ei = x[keep], new[ei[:, inside]]
+            attr = None if attr is None else attr[inside]
+        nodes.append(x)
+        own.append((ei, attr))
+    n_edges = max([1] + [e.shape[1] for e, _ in own])
+    x = torch.zeros(len(nodes), n, tr.width)
+    mask = torch.zeros(len(nodes), n, dtype=torch.bool)
+    index = torch.zeros(len(nodes), 2, n_edges, dtype=torch.long)
+    edge_mask = torch.zeros(len(nodes), n_edges, dtype=torch.bool)
+    edge_attr = torch.zeros(len(nodes), n_edges, e_dim) if e_dim else None
+    for i, (xi, (ei, attr)) in enumerate(zip(nodes, own)):
+        x[i, : len(xi)] = torch.as_tensor(xi)
+        mask[i, : len(xi)] = True
+        k = ei.shape[1]
+        index[i, :, :k] = torch.as_tensor(ei)
+        edge_mask[i, :k] = True
+        if edge_attr is not None and attr is not None:
+            edge_attr[i, :k] = torch.as_tensor(attr)
+    names = [f"node_{j}" for j in range(n)]
+    layout = ModalityLayout(mod, "graph", n, tr.width, names, edge_dim=e_dim)
+    out = {"index": index, "mask": edge_mask}
+    if edge_attr is not None:
+        out["attr"] = edge_attr
+    return layout, x, mask, out
+
+
+def _regions(n_total: int, edge_index: np.ndarray, k: int, rng) -> np.ndarray:
+    """``k`` node indices forming connected regions, grown breadth-first from seeded starts.
+
+    Unlike a uniform subsample, a region keeps each kept node's neighbourhood,
+    which is what message passing reads.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import breadth_first_order
+
+    ones = np.ones(edge_index.shape[1])
+    adj = coo_matrix((ones, (edge_index[0], edge_index[1])), shape=(n_total, n_total)).tocsr()
+    taken = np.zeros(n_total, bool)
+    keep: list[np.ndarray] = []
+    need = k
+    while need > 0:
+        start = int(rng.choice(np.flatnonzero(~taken)))
+        order = breadth_first_order(adj, start, directed=False, return_predecessors=False)
+        order = order[~taken[order]][:need]
+        taken[order] = True
+        keep.append(order)
+        need -= len(order)
+    return np.sort(np.concatenate(keep))
 
 
 def _kmeans(points: torch.Tensor, k: int, seed: int, iters: int = 10) -> torch.Tensor:

@@ -13,6 +13,7 @@ from ..graph.build import ModalityLayout, PatientGraphs
 from ..typing import INTRA, EdgeType, MetaPath
 from .bag_encoder import BagEncoder
 from .completion import PromptCompletion
+from .graph_encoder import GraphEncoder
 from .metapath import MetaPathAggregation
 from .readout import ModalityReadout
 from .relation_attention import RelationAttention
@@ -20,6 +21,8 @@ from .tabular_encoder import TabularEncoder
 from .vector_encoder import VectorEncoder
 
 COMPLETIONS = ("prompt", "zero")
+SET_KINDS = ("bag", "graph")
+"""Kinds whose nodes are a set of instances of one width (prompts start from single nodes)."""
 STEERING = ("cosine", "mse", "none")
 
 
@@ -67,7 +70,9 @@ class GraphMedNet(nn.Module):
             intact embedding: ``"cosine"``, ``"mse"`` or ``"none"``.
         heterogeneous: False shares all type and relation parameters.
         metapath_level: False drops the global meta-path level.
-        bag_tokens: Pool each bag to this many nodes before the graph.
+        bag_tokens: Pool each bag, and each graph modality's nodes after message
+            passing, to this many nodes before the patient graph.
+        graph_conv: Message passing of graph modalities: ``"gatv2"`` or ``"gin"``.
     """
 
     def __init__(
@@ -89,6 +94,7 @@ class GraphMedNet(nn.Module):
         heterogeneous: bool = True,
         metapath_level: bool = True,
         bag_tokens: int | None = None,
+        graph_conv: str = "gatv2",
     ):
         super().__init__()
         if completion not in COMPLETIONS:
@@ -106,8 +112,12 @@ class GraphMedNet(nn.Module):
         for m, lay in layouts.items():
             if lay.kind == "tabular":
                 encoders[m] = TabularEncoder(lay.n_nodes, d, lay.categorical)
-            elif lay.kind == "vector":
+            elif lay.kind in ("vector", "text"):
                 encoders[m] = VectorEncoder(lay.n_nodes, lay.node_dim, d, dropout)
+            elif lay.kind == "graph":
+                encoders[m] = GraphEncoder(
+                    lay.node_dim, d, bag_tokens, lay.edge_dim, graph_conv, dropout=dropout
+                )
             else:
                 encoders[m] = BagEncoder(lay.node_dim, d, bag_tokens, dropout)
         self.encoders = nn.ModuleDict(encoders)
@@ -115,7 +125,7 @@ class GraphMedNet(nn.Module):
             {m: nn.Parameter(torch.zeros(d)) for m in self.modalities}
         )
         shapes = {
-            m: (1, lay.node_dim) if lay.kind == "bag" else (lay.n_nodes, lay.node_dim)
+            m: (1, lay.node_dim) if lay.kind in SET_KINDS else (lay.n_nodes, lay.node_dim)
             for m, lay in layouts.items()
         }
         self.completion = (
@@ -149,7 +159,7 @@ class GraphMedNet(nn.Module):
         for j, m in enumerate(self.modalities):
             has = graphs.present[:, j].cpu()
             x, mask = graphs.x[m].cpu()[has].float(), graphs.node_mask[m].cpu()[has]
-            if self.layouts[m].kind == "bag":
+            if self.layouts[m].kind in SET_KINDS:  # instances or graph nodes
                 inst = x[mask]
                 cap = torch.randperm(len(inst), generator=torch.Generator().manual_seed(seed))[
                     :20000
@@ -183,7 +193,14 @@ class GraphMedNet(nn.Module):
                 x = x * available[:, j, None, None]
                 node_mask = _zero_fill_mask(node_mask, self.layouts[m].kind, available[:, j])
             enc = self.encoders[m]
-            if isinstance(enc, BagEncoder):
+            if isinstance(enc, GraphEncoder):
+                edge_mask = batch.edge_mask[m]
+                if self.completion is None:  # a zero-filled graph keeps no edge (no degree)
+                    edge_mask = edge_mask & available[:, j, None]
+                h[m], mask[m] = enc(
+                    x, node_mask, batch.edge_index[m], edge_mask, batch.edge_attr.get(m)
+                )
+            elif isinstance(enc, BagEncoder):
                 h[m], mask[m] = enc(x, node_mask)
             else:
                 h[m] = enc(x)
@@ -233,7 +250,7 @@ def mask_any(mask: dict[str, torch.Tensor], modalities: list[str]) -> torch.Tens
 def _zero_fill_mask(node_mask: torch.Tensor, kind: str, available: torch.Tensor) -> torch.Tensor:
     """Node mask of zero-filled modalities: all slots (one for a bag) where unavailable."""
     filled = torch.ones_like(node_mask)
-    if kind == "bag":
+    if kind in SET_KINDS:
         filled[:, 1:] = False
     return torch.where(available[:, None], node_mask, filled)
 

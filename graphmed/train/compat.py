@@ -197,6 +197,11 @@ def check_compatibility(
         if tr.kind == "bag":
             _check_bag(mod, cohort, tr)
             _bag_drift(mod, cohort.data[mod], tr, report)
+        elif tr.kind == "graph":
+            _check_graph(mod, cohort, tr)
+            _bag_drift(mod, {p: g.x for p, g in cohort.data[mod].items()}, tr, report)
+        elif tr.kind == "text":
+            pass  # one column of reports; terms outside the fitted vocabulary are ignored
         else:
             _check_table(mod, cohort.data[mod], tr, report, max_missing_features)
             _table_drift(mod, cohort.data[mod], tr, report)
@@ -236,6 +241,24 @@ def _check_bag(mod: str, cohort: Cohort, tr: ModalityTransform) -> None:
             f"Extract '{mod}' features with the encoder used for the training cohort (width "
             f"{tr.width}), or drop '{mod}' from the cohort to treat it as missing."
         )
+
+
+def _check_graph(mod: str, cohort: Cohort, tr: ModalityTransform) -> None:
+    graphs = cohort.data[mod].values()
+    widths = sorted({int(g.x.shape[1]) for g in graphs if len(g)} - {tr.width})
+    e_width = int(tr.state.get("edge_width", 0))
+    e_widths = {0 if g.edge_attr is None else int(g.edge_attr.shape[1]) for g in graphs}
+    if widths:
+        got, what, want = widths[0], "node features", tr.width
+    elif e_widths - {e_width}:
+        got, what, want = sorted(e_widths - {e_width})[0], "edge features", e_width
+    else:
+        return
+    raise GraphMedError(
+        f"modality '{mod}': graphs of cohort '{cohort.name}' have {what} of width {got}, but "
+        f"the model was trained on width {want}. Build '{mod}' graphs as for the training "
+        f"cohort, or drop '{mod}' from the cohort to treat it as missing."
+    )
 
 
 def _table_drift(mod: str, frame: pd.DataFrame, tr: ModalityTransform, report) -> None:

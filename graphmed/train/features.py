@@ -169,7 +169,7 @@ class FeatureMatrix:
 
     # --------------------------------------------------------------- blocks
     def _block(self, mod: str, tr: ModalityTransform, tm: TransformedModality) -> np.ndarray:
-        if tr.kind == "bag":
+        if tr.kind in ("bag", "graph"):  # graphs: their nodes, as a bag
             return _pool_bags(tm.values, tr.width, self.bag_pooling == "mean+max")
         values = np.asarray(tm.values, dtype=np.float64)
         parts = []
@@ -184,7 +184,7 @@ class FeatureMatrix:
         return np.column_stack(parts) if parts else np.zeros((len(values), 0))
 
     def _names(self, mod: str, tr: ModalityTransform) -> list[str]:
-        if tr.kind == "bag":
+        if tr.kind in ("bag", "graph"):  # graphs: their nodes, as a bag
             pools = ["mean", "max"] if self.bag_pooling == "mean+max" else ["mean"]
             names = [f"{mod}:{p}{k}" for p in pools for k in range(tr.width)]
         else:

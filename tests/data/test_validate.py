@@ -107,7 +107,7 @@ CASES = [
         "unknown kind",
         _yaml(lambda c: c["modalities"]["clinical"].update(kind="tabuler")),
         r"cohort\.yaml: modality 'clinical' has unknown kind 'tabuler'; expected one of "
-        r"tabular, vector, bag\. Did you mean 'tabular'\?",
+        r"tabular, vector, bag, graph, text\. Did you mean 'tabular'\?",
     ),
     (
         "relation to an unknown modality",
