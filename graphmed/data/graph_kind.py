@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..errors import CohortError
+from ._per_patient import load_per_patient
 
 GRAPH_SUFFIXES = (".npz", ".pt")
 GRAPH_KEYS = ("x", "edge_index", "edge_attr")
@@ -141,17 +141,7 @@ def read_graph_folder(folder: Path, rel: str) -> dict[str, ModalityGraph]:
             "arrays, or save the graph with np.savez(path, x=x, edge_index=edge_index)."
         )
     files = sorted(p for p in visible if p.suffix.lower() in GRAPH_SUFFIXES)
-    seen: dict[str, str] = {}
-    for p in files:
-        if p.stem in seen:
-            raise CohortError(
-                f"{rel}/: patient id '{p.stem}' has two files, {seen[p.stem]} and {p.name}; "
-                "expected one graph per patient. Remove one of them."
-            )
-        seen[p.stem] = p.name
-    with ThreadPoolExecutor(max_workers=min(8, len(files) or 1)) as pool:
-        graphs = list(pool.map(lambda p: load_graph(p, f"{rel}/{p.name}"), files))
-    return {p.stem: g for p, g in zip(files, graphs)}
+    return load_per_patient(files, rel, "graph", load_graph)
 
 
 def load_graph(file: Path, name: str) -> ModalityGraph:
@@ -230,17 +220,9 @@ def check_graph_modality(mod: str, graphs: Any, known, where) -> None:
         known: Index of the cohort's patient ids.
         where: The validator's ``_Where`` (names files in messages).
     """
-    name = where.table(mod)
-    if not isinstance(graphs, Mapping):
-        raise CohortError(
-            f"{name}: a graph modality holds a dict patient_id -> graph (x, edge_index), got "
-            f"{type(graphs).__name__}."
-        )
-    import pandas as pd
+    from .validate import check_patient_dict
 
-    from .validate import _check_unknown
-
-    _check_unknown(pd.Index(list(graphs), dtype=object), known, name, where)
+    name = check_patient_dict(mod, graphs, known, where, "graph", "graph (x, edge_index)")
     for pid, g in graphs.items():
         at = where.item(mod, pid)
         if not isinstance(g, ModalityGraph):

@@ -407,14 +407,25 @@ def _check_table(mod, kind, options, frame, known: pd.Index, where: _Where) -> N
         )
 
 
-def _check_bag(mod, bag, known: pd.Index, where: _Where) -> None:
+def check_patient_dict(mod, value, known: pd.Index, where: _Where, kind: str, holds: str) -> str:
+    """Check that a bag or graph modality is a dict of known patients; return its name.
+
+    Args:
+        kind: The modality's kind, and ``holds`` what the dict maps each
+            patient to, for the message.
+    """
     name = where.table(mod)
-    if not isinstance(bag, Mapping):
+    if not isinstance(value, Mapping):
         raise CohortError(
-            f"{name}: a bag modality holds a dict patient_id -> (N, d) array, got "
-            f"{type(bag).__name__}. Use kind 'tabular' or 'vector' for a DataFrame."
+            f"{name}: a {kind} modality holds a dict patient_id -> {holds}, got "
+            f"{type(value).__name__}. Use kind 'tabular' or 'vector' for a DataFrame."
         )
-    _check_unknown(pd.Index(list(bag), dtype=object), known, name, where)
+    _check_unknown(pd.Index(list(value), dtype=object), known, name, where)
+    return name
+
+
+def _check_bag(mod, bag, known: pd.Index, where: _Where) -> None:
+    name = check_patient_dict(mod, bag, known, where, "bag", "(N, d) array")
     for pid, arr in bag.items():
         if not isinstance(arr, np.ndarray) or arr.ndim != 2:
             came = f"shape {arr.shape}" if hasattr(arr, "shape") else type(arr).__name__
