@@ -21,6 +21,8 @@ from ..errors import CohortError
 from ._per_patient import load_per_patient
 
 GRAPH_SUFFIXES = (".npz", ".pt")
+DEFAULT_MAX_NODES = 256
+"""Default cap on the nodes a graph modality keeps per patient (option ``max_nodes``)."""
 GRAPH_KEYS = ("x", "edge_index", "edge_attr")
 LIMIT = 1e30  # as validate.LIMIT: larger magnitudes are corrupted cells
 
@@ -127,6 +129,17 @@ def _numpy(value: Any) -> np.ndarray:
         value = value.detach().cpu()
         value = (value.float() if value.is_floating_point() else value).numpy()
     return np.asarray(value)
+
+
+def max_nodes(options: Mapping[str, Any]) -> int:
+    """The ``max_nodes`` option (default :data:`DEFAULT_MAX_NODES`), checked."""
+    cap = options.get("max_nodes", DEFAULT_MAX_NODES)
+    if not isinstance(cap, (int, np.integer)) or isinstance(cap, bool) or cap < 1:
+        raise CohortError(
+            f"graph option 'max_nodes' must be a positive integer, got {cap!r} (default "
+            f"{DEFAULT_MAX_NODES})."
+        )
+    return int(cap)
 
 
 # ------------------------------------------------------------------ files

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,9 +23,10 @@ import yaml
 from .._atomic import atomic_path, write_text
 from ..errors import CohortError, ConfigError, did_you_mean
 from ..typing import FOLDER_KINDS, KINDS
+from ._per_patient import load_per_patient
 from .cohort import Cohort, ModalitySpec
-from .graph_kind import GRAPH_SUFFIXES, read_graph_folder, write_graph_folder
-from .text_kind import TEXT, TEXT_DEFAULTS
+from .graph_kind import GRAPH_SUFFIXES, max_nodes, read_graph_folder, write_graph_folder
+from .text_kind import TEXT, TEXT_DEFAULTS, text_options
 from .validate import (
     PATIENT,
     check_no_endpoints,
@@ -281,8 +281,8 @@ def _check_path(root: Path, rel: str, mod: str, allow_outside: bool) -> None:
         raise CohortError(
             f"{CONFIG}: modality '{mod}' has path '{rel}', which leads outside the cohort "
             f"folder {root}; a cohort reads only its own files. Move (or symlink) the data "
-            "into the folder, or pass read_cohort(..., allow_outside=True) if you trust this "
-            f"{CONFIG}."
+            f"into the folder, or, if you trust this {CONFIG}, pass --allow-outside-paths to "
+            "the graphmed command (read_cohort(..., allow_outside=True) in Python)."
         )
 
 
@@ -322,6 +322,12 @@ def _spec(root: Path, mod: str, entry: Any) -> ModalitySpec:
                 f"{where}: unknown option '{key}'.{hint}{why} A {spec.kind} modality takes: "
                 f"{', '.join(allowed)}."
             )
+    check_values = {"graph": max_nodes, "text": text_options}.get(spec.kind)
+    if check_values is not None:
+        try:
+            check_values(options)
+        except CohortError as err:
+            raise CohortError(f"{where}: {err}") from err
     return spec
 
 
@@ -368,19 +374,10 @@ def _read_bag(root: Path, rel: str, mod: str) -> tuple[dict[str, np.ndarray], st
             "with np.save(path, array) or torch.save(tensor, path)."
         )
     files = sorted(p for p in visible if p.suffix.lower() in BAG_SUFFIXES)
-    seen: dict[str, str] = {}
-    for p in files:
-        if p.stem in seen:
-            raise CohortError(
-                f"{rel}/: patient id '{p.stem}' has two files, {seen[p.stem]} and {p.name}; "
-                "expected one array per patient. Remove one of them."
-            )
-        seen[p.stem] = p.name
-    with ThreadPoolExecutor(max_workers=min(8, len(files) or 1)) as pool:
-        arrays = list(pool.map(lambda p: load_array(p, f"{rel}/{p.name}"), files))
+    arrays = load_per_patient(files, rel, "array", load_array)
     suffixes = {p.suffix for p in files}  # as written: '.NPY' stays '.NPY' in messages
     suffix = suffixes.pop() if len(suffixes) == 1 else ".(npy|pt)"
-    return {p.stem: a for p, a in zip(files, arrays)}, f"{rel}/{PATIENT}{suffix}"
+    return arrays, f"{rel}/{PATIENT}{suffix}"
 
 
 def _read_graphs(root: Path, rel: str, mod: str) -> tuple[dict[str, Any], str]:

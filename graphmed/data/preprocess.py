@@ -21,11 +21,8 @@ import pandas as pd
 
 from ..errors import CohortError
 from .cohort import Cohort
-from .graph_kind import ModalityGraph
+from .graph_kind import ModalityGraph, max_nodes
 from .text_kind import TEXT, fit_text, text_present, transform_text
-
-DEFAULT_MAX_NODES = 256
-"""Default cap on the nodes a graph modality keeps per patient (option ``max_nodes``)."""
 
 
 @dataclass
@@ -141,12 +138,10 @@ class CohortPreprocessor:
             raise CohortError(f"modality '{mod}': no training patient has a graph")
         width = int(present[0].x.shape[1])
         mean, std = _moments((g.x for g in present), width)
-        cap = options.get("max_nodes", DEFAULT_MAX_NODES)
-        if not isinstance(cap, (int, np.integer)) or isinstance(cap, bool) or cap < 1:
-            raise CohortError(
-                f"modality '{mod}': option max_nodes must be a positive integer, got {cap!r} "
-                f"(default {DEFAULT_MAX_NODES})."
-            )
+        try:
+            cap = max_nodes(options)
+        except CohortError as err:
+            raise CohortError(f"modality '{mod}': {err}") from err
         state: dict[str, Any] = {"n_nodes": int(min(cap, max(len(g) for g in present)))}
         state["edge_width"] = 0
         if present[0].edge_attr is not None:
@@ -373,7 +368,8 @@ def _fit_text_modality(mod: str, frame: pd.DataFrame, options: dict[str, Any]) -
     center = projected.mean(0)
     scale = projected.std(0)
     scale = np.where(scale > 1e-8, scale, 1.0)
-    columns = [f"{mod}_svd{j}" for j in range(projected.shape[1])]
+    stem = "dim" if "encoder" in state else "svd"  # a pretrained model's axes, or SVD components
+    columns = [f"{mod}_{stem}{j}" for j in range(projected.shape[1])]
     return ModalityTransform(
         "text",
         columns=columns,

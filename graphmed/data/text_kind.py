@@ -8,10 +8,16 @@ A patient without a row, or with an empty text, misses the modality.
 TF-IDF vocabulary with its idf weights, and a truncated SVD of the TF-IDF
 matrix); :func:`transform_text` projects any texts with that state and never
 refits it, so a term seen only outside the training fold has no column.
+With option ``encoder`` set to the folder of a sentence-transformers model
+saved on this machine, the texts are embedded by that model instead (nothing
+is fitted; nothing is downloaded).
 """
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,13 +28,16 @@ from ..errors import CohortError
 TEXT = "text"
 """The one column of a text modality."""
 
+TFIDF = "tfidf"
 TEXT_DEFAULTS: dict[str, Any] = {
+    "encoder": TFIDF,
     "n_components": 32,
     "max_terms": 2000,
     "min_df": 2,
     "ngram_max": 2,
 }
-"""Defaults of a text modality's options (``docs/cohort-format.md``)."""
+"""Defaults of a text modality's options (``docs/cohort-format.md``). ``encoder`` is
+``"tfidf"`` or the folder of a sentence-transformers model saved on this machine."""
 
 
 def text_present(frame: pd.DataFrame) -> pd.Index:
@@ -83,6 +92,11 @@ def check_text_modality(mod: str, frame: Any, known: pd.Index, where) -> None:
 def text_options(options: dict[str, Any]) -> dict[str, Any]:
     """The options with their defaults, checked; raises :class:`CohortError`."""
     out = {**TEXT_DEFAULTS, **{k: v for k, v in options.items() if k in TEXT_DEFAULTS}}
+    if not isinstance(out["encoder"], str) or not out["encoder"].strip():
+        raise CohortError(
+            f"text option 'encoder' must be 'tfidf' or the folder of a sentence-transformers "
+            f"model saved on this machine, got {out['encoder']!r}."
+        )
     for key, low in (("n_components", 1), ("max_terms", 1), ("min_df", 1), ("ngram_max", 1)):
         value = out[key]
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
@@ -110,6 +124,10 @@ def fit_text(texts: list[str], options: dict[str, Any]) -> tuple[dict[str, Any],
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     opts = text_options(options)
+    if opts["encoder"] != TFIDF:  # a pretrained model: nothing is fitted
+        folder = str(Path(opts["encoder"]).expanduser().resolve())
+        embedded = _embed(folder, texts)
+        return {"encoder": folder, "dim": int(embedded.shape[1])}, embedded
     # A term must appear in min_df reports, but a small training fold keeps every term.
     min_df = opts["min_df"] if len(texts) >= 10 * opts["min_df"] else 1
     vec = TfidfVectorizer(
@@ -150,6 +168,10 @@ def transform_text(state: dict[str, Any], texts: list[str]) -> np.ndarray:
     """
     from sklearn.feature_extraction.text import CountVectorizer
 
+    if "encoder" in state:
+        if not texts:
+            return np.zeros((0, int(state["dim"])))
+        return _embed(state["encoder"], texts)
     vocab = {t: i for i, t in enumerate(state["vocabulary"])}
     components = np.asarray(state["components"], dtype=np.float64)
     if not texts:
@@ -161,3 +183,37 @@ def transform_text(state: dict[str, Any], texts: list[str]) -> np.ndarray:
     norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(1))).ravel()
     weighted = weighted.multiply(1.0 / np.where(norms > 0, norms, 1.0)[:, None]).tocsr()
     return np.asarray(weighted @ components.T)
+
+
+@lru_cache(maxsize=4)
+def _sentence_model(folder: str):
+    """The sentence-transformers model saved in ``folder``, loaded without any download."""
+    if not Path(folder).is_dir():
+        raise CohortError(
+            f"text option 'encoder': {folder} is not a folder. Give the folder of a "
+            "sentence-transformers model saved on this machine (SentenceTransformer(name)"
+            ".save(folder) where a network is at hand), or 'tfidf'; graphmed never downloads "
+            "a model."
+        )
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as err:
+        raise CohortError(
+            f"text option 'encoder': {folder} needs the sentence-transformers package, which "
+            "is not installed (pip install sentence-transformers), or use 'tfidf'."
+        ) from err
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model folder names no hub files
+    return SentenceTransformer(folder, device="cpu", local_files_only=True)
+
+
+def _embed(folder: str, texts: list[str]) -> np.ndarray:
+    """``(len(texts), dim)`` float64 embeddings of ``texts`` by the model in ``folder``."""
+    model = _sentence_model(folder)
+    out = np.asarray(model.encode(list(texts), convert_to_numpy=True), dtype=np.float64)
+    if out.ndim != 2 or len(out) != len(texts) or not np.isfinite(out).all():
+        raise CohortError(
+            f"text option 'encoder': the model in {folder} returned embeddings of shape "
+            f"{out.shape} (or non-finite values) for {len(texts)} reports; expected one finite "
+            "vector per report."
+        )
+    return out

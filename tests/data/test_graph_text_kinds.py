@@ -6,11 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 import graphmed
 from graphmed.cli import main
 from graphmed.data.preprocess import CohortPreprocessor
 from graphmed.data.text_kind import fit_text, transform_text
+from graphmed.errors import CohortError
+from graphmed.graph.build import build_graphs
 from graphmed.train.builder import build_model, fit_data
 from graphmed.train.config import load_experiment
 
@@ -151,3 +154,172 @@ def test_a_term_only_in_test_reports_does_not_change_the_vocabulary():
     out = pre.transform(cohort.subset(train_ids))["report"]
     assert out.values.shape[1] == len(pre.transforms_["report"].columns) > 1
     assert torch.isfinite(torch.as_tensor(out.values)).all()
+
+
+def _text_folder(tmp_path):
+    cohort = graphmed.make_synthetic_cohort(
+        12, {"clinical": ("tabular", 3), "report": MODS["report"]}
+    )
+    return graphmed.write_cohort(cohort, tmp_path / "c")
+
+
+def _edit_reports(root, edit):
+    table = pd.read_csv(root / "report.csv", dtype=str, keep_default_na=False)
+    edit(table)
+    table.to_csv(root / "report.csv", index=False)
+
+
+def _set_options(root, options):
+    conf = yaml.safe_load((root / "cohort.yaml").read_text())
+    conf["modalities"]["report"]["options"] = options
+    (root / "cohort.yaml").write_text(yaml.safe_dump(conf))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda r: _edit_reports(r, lambda t: t.rename(columns={"text": "note"}, inplace=True)),
+            r"report\.csv: a text modality has the columns patient_id and text, found "
+            r"\['patient_id', 'note'\].*Name the column of reports 'text'",
+        ),
+        (
+            lambda r: _edit_reports(r, lambda t: t.insert(2, "author", "x")),
+            r"report\.csv: .*found \['patient_id', 'text', 'author'\]\. Keep one 'text' column",
+        ),
+        (
+            lambda r: _edit_reports(r, lambda t: t.loc.__setitem__((0, "patient_id"), "ZZZ")),
+            r"report\.csv: 1 patient id\(s\) are not in patients\.csv, e\.g\. \['ZZZ'\]",
+        ),
+        (
+            lambda r: _edit_reports(r, lambda t: t.__setitem__("text", "  ")),
+            r"report\.csv: modality 'report' has no patients at all \(no non-empty text\)",
+        ),
+        (
+            lambda r: _set_options(r, {"chunk_size": 4}),
+            r"modality 'report': unknown option 'chunk_size'\. 'chunk_size' is an option of "
+            r"vector modalities\. A text modality takes: encoder, n_components",
+        ),
+        (
+            lambda r: _set_options(r, {"n_components": 0}),
+            r"modality 'report': text option 'n_components' must be an integer >= 1, got 0",
+        ),
+        (
+            lambda r: _set_options(r, {"min_df": 1.5}),
+            r"text option 'min_df' must be an integer >= 1, got 1\.5 \(default 2\)",
+        ),
+    ],
+    ids=[
+        "no text column",
+        "extra column",
+        "unknown patient",
+        "all empty",
+        "option",
+        "k=0",
+        "min_df",
+    ],
+)
+def test_bad_text_modalities_are_named(tmp_path, edit, message):
+    root = _text_folder(tmp_path)
+    edit(root)
+    with pytest.raises(CohortError, match=message):
+        graphmed.read_cohort(root)
+
+
+def test_a_report_that_is_not_a_string_is_refused():
+    patients = pd.DataFrame({"patient_id": ["a", "b"], "time": [1.0, 2.0], "event": [1, 0]})
+    reports = pd.DataFrame({"patient_id": ["a", "b"], "text": ["grade 2 tumour", 3]})
+    with pytest.raises(CohortError, match=r"the text of patient 'b' is 3, not a string"):
+        graphmed.Cohort.from_frames(patients, {"report": reports}, kinds={"report": "text"})
+
+
+def test_bad_max_nodes_is_refused_at_read(tmp_path):
+    cohort = graphmed.make_synthetic_cohort(12, {"cells": ("graph", 3)}, bag_size=(3, 5))
+    root = graphmed.write_cohort(cohort, tmp_path / "c")
+    conf = yaml.safe_load((root / "cohort.yaml").read_text())
+    conf["modalities"]["cells"]["options"] = {"max_nodes": 0}
+    (root / "cohort.yaml").write_text(yaml.safe_dump(conf))
+    with pytest.raises(CohortError, match=r"'cells': graph option 'max_nodes' must be a positive"):
+        graphmed.read_cohort(root)
+
+
+def test_max_nodes_keeps_connected_regions_of_large_graphs():
+    cohort = graphmed.make_synthetic_cohort(20, {"cells": ("graph", 3)}, bag_size=(30, 40))
+    cohort.modalities["cells"] = type(cohort.modalities["cells"])(
+        "cells", "graph", "cells", {"max_nodes": 10}
+    )
+    pre = CohortPreprocessor().fit(cohort)
+    graphs = build_graphs(cohort, pre)
+    assert graphs.x["cells"].shape[1] == 10 and graphs.node_mask["cells"].all()
+    # Edges of kept nodes survive, renumbered into the 10 slots; none points at a dropped node.
+    index, mask = graphs.edge_index["cells"], graphs.edge_mask["cells"]
+    assert (index[:, :, :][mask[:, None, :].expand_as(index)] < 10).all()
+    assert mask.sum(1).min() > 0
+    # Seeded by patient id: a patient's nodes do not depend on who else is built.
+    alone = build_graphs(cohort.subset(cohort.patient_ids[3:4]), pre)
+    torch.testing.assert_close(alone.x["cells"][0], graphs.x["cells"][3])
+
+
+class _FakeSentenceModel:
+    """Stands in for sentence_transformers.SentenceTransformer: counts two lexicons."""
+
+    loaded: list = []
+
+    def __init__(self, folder, device=None, local_files_only=False):
+        assert local_files_only, "a model must be loaded without download"
+        self.loaded.append(folder)
+
+    def encode(self, texts, convert_to_numpy=True):
+        high = ("necrosis", "invasive", "highgrade", "mitotic", "infiltrative", "metastatic")
+        words = [t.split() for t in texts]
+        return np.array([[sum(w in high for w in ws), len(ws), 1.0] for ws in words])
+
+
+def test_a_local_sentence_model_embeds_the_reports(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from graphmed.data import text_kind
+
+    monkeypatch.setitem(
+        sys.modules,
+        "sentence_transformers",
+        types.SimpleNamespace(SentenceTransformer=_FakeSentenceModel),
+    )
+    text_kind._sentence_model.cache_clear()
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    cohort = _cohort(40)
+    cohort.modalities["report"] = type(cohort.modalities["report"])(
+        "report", "text", "report.csv", {"encoder": str(folder)}
+    )
+    pre = CohortPreprocessor().fit(cohort)
+    tr = pre.transforms_["report"]
+    assert tr.state == {"encoder": str(folder.resolve()), "dim": 3}
+    assert tr.columns == ["report_dim0", "report_dim1", "report_dim2"]
+    out = pre.transform(cohort)["report"]
+    has = cohort.present_mask()["report"].to_numpy()
+    texts = cohort.data["report"]["text"].reindex(cohort.patient_ids)[has].tolist()
+    raw = _FakeSentenceModel(folder, local_files_only=True).encode(texts)
+    expected = (raw - np.asarray(tr.center)) / np.asarray(tr.scale)
+    np.testing.assert_allclose(out.values[has], expected, rtol=1e-5, atol=1e-6)
+    assert (out.values[~has] == 0).all()
+    text_kind._sentence_model.cache_clear()
+    # A folder that is not there is named, and nothing is downloaded.
+    cohort.modalities["report"] = type(cohort.modalities["report"])(
+        "report", "text", "report.csv", {"encoder": str(tmp_path / "nowhere")}
+    )
+    with pytest.raises(CohortError, match=r"nowhere is not a folder.*never downloads"):
+        CohortPreprocessor().fit(cohort)
+
+
+def test_a_sentence_model_without_the_package_says_how_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from graphmed.data import text_kind
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import fails
+    text_kind._sentence_model.cache_clear()
+    with pytest.raises(CohortError, match=r"pip install sentence-transformers.*or use 'tfidf'"):
+        text_kind.fit_text(["a report"], {"encoder": str(tmp_path)})
+    text_kind._sentence_model.cache_clear()
