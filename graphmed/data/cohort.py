@@ -177,16 +177,18 @@ class Cohort:
         cohort.validate()
         return cohort
 
-    def validate(self, sources: Mapping[str, str] | None = None) -> None:
+    def validate(self, sources: Mapping[str, str] | None = None, *, part: bool = False) -> None:
         """Raise :class:`CohortError` naming the first problem found.
 
         Args:
             sources: Optional modality name (or ``"patients"``) -> file name,
                 used in messages so they point at the file to fix.
+            part: The cohort is a chunk of a larger one (see
+                :func:`graphmed.data.validate.validate_cohort`).
         """
         from .validate import validate_cohort
 
-        validate_cohort(self, sources)
+        validate_cohort(self, sources, part=part)
 
     # --------------------------------------------------------------- queries
     @property

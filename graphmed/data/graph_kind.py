@@ -255,7 +255,7 @@ def check_graph_modality(mod: str, graphs: Any, known, where) -> None:
         )
     if all(with_attr) and graphs:
         _same_width(mod, graphs, "edge features edge_attr", lambda g: g.edge_attr.shape[1], where)
-    if not graphs:
+    if not graphs and not where.part:
         raise CohortError(
             f"{name}: modality '{mod}' has no patients at all (no graph); expected at least "
             "one. Add its data or remove the modality."

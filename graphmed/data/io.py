@@ -12,7 +12,8 @@ folder that reads back exactly (``read_cohort(p).equals(cohort)``).
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -73,30 +74,12 @@ def read_cohort(path: str | os.PathLike, *, allow_outside: bool = False) -> Coho
         CohortError: the folder, ``cohort.yaml`` or a data file is missing or
             malformed; the message names the file, column and patient.
     """
-    root = Path(path)
-    if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise CohortError(f"{root}: {what}; expected a cohort folder holding {CONFIG}.")
-    conf = _read_config(root)
-    ends = conf.get("endpoints") or {}
-    labels = list(ends.get("labels") or [])
-    dtypes = conf.get("dtypes") or {}
-    patients = _read_patients(root, ends.get("time", "time"), ends.get("event", "event"), dtypes)
+    plan = FolderPlan.read(path, allow_outside)
+    root, dtypes, endpoints = plan.root, plan.dtypes, plan.endpoints
+    patients = _read_patients(root, plan.time, plan.event, dtypes)
     sources = {"config": CONFIG, "patients": PATIENTS}
-    specs: dict[str, ModalitySpec] = {}
     data: dict[str, Any] = {}
-    endpoints = [str(ends.get("time", "time")), str(ends.get("event", "event")), *labels]
-    read_by: dict[str, str] = {}
-    for mod, entry in conf["modalities"].items():
-        spec = _spec(root, mod, entry)
-        _check_path(root, spec.path, mod, allow_outside)
-        key = os.path.normcase(os.path.normpath(root / spec.path))
-        if key in read_by:
-            raise CohortError(
-                f"{CONFIG}: modalities '{read_by[key]}' and '{mod}' both read '{spec.path}'; "
-                "each modality needs its own file or folder. Fix one of the paths."
-            )
-        read_by[key] = mod
+    for mod, spec in plan.specs.items():
         if spec.kind == "bag":
             data[mod], sources[mod] = _read_bag(root, spec.path, mod)
         elif spec.kind == "graph":
@@ -111,21 +94,87 @@ def read_cohort(path: str | os.PathLike, *, allow_outside: bool = False) -> Coho
             check_no_endpoints(table, spec.path, endpoints)
             warn_sparse_rows(table, spec.path, in_file=file.suffix.lower() != ".parquet")
             data[mod], sources[mod] = table, spec.path
-        specs[mod] = spec
-    cohort = Cohort(
-        name=str(conf.get("name") or root.name),
-        patients=patients,
-        modalities=specs,
-        data=data,
-        relations=[tuple(r) for r in conf.get("relations") or []],
-        labels=labels,
-    )
-    cohort.validate(sources)
-    for mod, spec in specs.items():  # after validate: options.categorical names real columns
-        if spec.kind == "tabular":
-            categorical = spec.options.get("categorical")
-            check_numeric_cells(data[mod], spec.path, categorical, set(dtypes.get(mod) or {}))
-    return cohort
+    return plan.assemble(patients, data, sources)
+
+
+@dataclass
+class FolderPlan:
+    """What ``cohort.yaml`` says, checked: the specs, endpoints and dtypes of a folder.
+
+    :func:`read_cohort` reads the whole folder with it;
+    :class:`graphmed.data.stream.CohortStream` reads it in chunks of patients.
+    """
+
+    root: Path
+    name: str
+    specs: dict[str, ModalitySpec]
+    relations: list[tuple[str, str, str]]
+    labels: list[str]
+    time: str
+    event: str
+    dtypes: dict[str, Any]
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The columns no modality may hold: time, event and labels."""
+        return [self.time, self.event, *self.labels]
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, allow_outside: bool = False) -> FolderPlan:
+        root = Path(path)
+        if not root.is_dir():
+            what = "is a file, not a folder" if root.exists() else "does not exist"
+            raise CohortError(f"{root}: {what}; expected a cohort folder holding {CONFIG}.")
+        conf = _read_config(root)
+        ends = conf.get("endpoints") or {}
+        specs: dict[str, ModalitySpec] = {}
+        read_by: dict[str, str] = {}
+        for mod, entry in conf["modalities"].items():
+            spec = _spec(root, mod, entry)
+            _check_path(root, spec.path, mod, allow_outside)
+            key = os.path.normcase(os.path.normpath(root / spec.path))
+            if key in read_by:
+                raise CohortError(
+                    f"{CONFIG}: modalities '{read_by[key]}' and '{mod}' both read "
+                    f"'{spec.path}'; each modality needs its own file or folder. Fix one of "
+                    "the paths."
+                )
+            read_by[key] = mod
+            specs[mod] = spec
+        return cls(
+            root=root,
+            name=str(conf.get("name") or root.name),
+            specs=specs,
+            relations=[tuple(r) for r in conf.get("relations") or []],
+            labels=list(ends.get("labels") or []),
+            time=str(ends.get("time", "time")),
+            event=str(ends.get("event", "event")),
+            dtypes=conf.get("dtypes") or {},
+        )
+
+    def assemble(
+        self,
+        patients: pd.DataFrame,
+        data: dict[str, Any],
+        sources: dict[str, str],
+        part: bool = False,
+    ) -> Cohort:
+        """The validated :class:`Cohort` of ``patients`` (a chunk of them with ``part``)."""
+        cohort = Cohort(
+            name=self.name,
+            patients=patients,
+            modalities=dict(self.specs),
+            data=data,
+            relations=list(self.relations),
+            labels=list(self.labels),
+        )
+        cohort.validate(sources, part=part)
+        for mod, spec in self.specs.items():  # after validate: categorical names real columns
+            if spec.kind == "tabular":
+                categorical = spec.options.get("categorical")
+                skip = set(self.dtypes.get(mod) or {})
+                check_numeric_cells(data[mod], spec.path, categorical, skip)
+        return cohort
 
 
 def write_cohort(
@@ -470,6 +519,11 @@ def read_table(file: Path, name: str, dtypes: Mapping[str, Any] | None = None) -
         frame = _read_csv(file, name, dtypes)
     else:
         raise CohortError(f"{name}: unknown table format; expected a .csv, .tsv or .parquet file.")
+    return finish_table(frame, name, dtypes)
+
+
+def finish_table(frame: pd.DataFrame, name: str, dtypes: Mapping[str, Any]) -> pd.DataFrame:
+    """Check the ``patient_id`` column of a table just read, and apply the recorded dtypes."""
     if "patient_id" not in frame.columns:
         raise CohortError(
             f"{name}: missing required column 'patient_id'; found {list(frame.columns)[:8]}."
@@ -511,7 +565,29 @@ def _parsed(dtype: Any) -> bool:
     return pd.api.types.is_numeric_dtype(dt) and dt.kind != "m"
 
 
-def _read_csv(file: Path, name: str, dtypes: Mapping[str, Any]) -> pd.DataFrame:
+def read_csv_chunks(
+    file: Path, name: str, dtypes: Mapping[str, Any], chunk_size: int
+) -> Iterator[pd.DataFrame]:
+    """The CSV table ``file`` in chunks of ``chunk_size`` rows, each read as :func:`read_table`
+    reads the whole file (a column's type is inferred per chunk where no dtype is recorded)."""
+    dtypes = dict(dtypes)
+    reader = _read_csv(file, name, dtypes, chunk_size)
+    while True:
+        try:
+            frame = next(reader)
+        except StopIteration:
+            return
+        except CohortError:
+            raise
+        except (ValueError, TypeError, OSError, UnicodeDecodeError) as err:
+            raise CohortError(
+                f"{name}: cannot read the CSV file ({type(err).__name__}: {_first_line(err)})."
+            ) from err
+        yield finish_table(frame, name, dtypes)
+
+
+def _read_csv(file: Path, name: str, dtypes: Mapping[str, Any], chunk_size: int | None = None):
+    """The CSV as one frame, or (``chunk_size``) an iterator of frames of that many rows."""
     sep = "\t" if file.name.lower().endswith(".tsv") else ","
     try:
         head = pd.read_csv(file, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False)
@@ -528,7 +604,10 @@ def _read_csv(file: Path, name: str, dtypes: Mapping[str, Any]) -> pd.DataFrame:
             na_values=[""],
             keep_default_na=False,
             float_precision="round_trip",  # the default parser is off by an ulp at times
+            chunksize=chunk_size,
         )
+        if chunk_size is not None:
+            return (_na_cells(chunk, exact) for chunk in frame)
     except CohortError:
         raise
     except pd.errors.EmptyDataError as err:
@@ -542,7 +621,11 @@ def _read_csv(file: Path, name: str, dtypes: Mapping[str, Any]) -> pd.DataFrame:
             f"Check that it is a comma-separated table whose columns hold the types that "
             f"{CONFIG} dtypes gives them."
         ) from err
-    # Columns without a recorded dtype read "NA", "null", ... as missing, as pandas does.
+    return _na_cells(frame, exact)
+
+
+def _na_cells(frame: pd.DataFrame, exact: set[str]) -> pd.DataFrame:
+    """Columns without a recorded dtype read "NA", "null", ... as missing, as pandas does."""
     for col in frame.columns[frame.dtypes.map(pd.api.types.is_object_dtype)]:
         if col not in exact:
             values = frame[col].mask(frame[col].isin(_NA))

@@ -82,7 +82,7 @@ def check_text_modality(mod: str, frame: Any, known: pd.Index, where) -> None:
             "or leave it empty for a missing report."
         )
     _check_unknown(frame.index, known, name, where)
-    if len(text_present(frame)) == 0:
+    if len(text_present(frame)) == 0 and not where.part:
         raise CohortError(
             f"{name}: modality '{mod}' has no patients at all (no non-empty text); expected at "
             "least one. Add its reports or remove the modality."

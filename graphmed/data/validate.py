@@ -41,9 +41,10 @@ class _Where:
     name; a bag's source may be a template holding ``{patient_id}``.
     """
 
-    def __init__(self, sources: Mapping[str, str] | None) -> None:
+    def __init__(self, sources: Mapping[str, str] | None, part: bool = False) -> None:
         self.sources = dict(sources or {})
         self.is_file = bool(self.sources)
+        self.part = part  # a chunk of a cohort: checks of the whole cohort do not apply
 
     def table(self, name: str) -> str:
         src = self.sources.get(name)
@@ -62,7 +63,9 @@ class _Where:
         return f"{src}: {what}" if src else what
 
 
-def validate_cohort(cohort: Cohort, sources: Mapping[str, str] | None = None) -> None:
+def validate_cohort(
+    cohort: Cohort, sources: Mapping[str, str] | None = None, *, part: bool = False
+) -> None:
     """Raise :class:`CohortError` naming the first problem found in ``cohort``.
 
     Args:
@@ -70,18 +73,21 @@ def validate_cohort(cohort: Cohort, sources: Mapping[str, str] | None = None) ->
         sources: Optional ``"patients"`` / modality name / ``"config"`` -> file
             name, used in messages (a bag's may be ``"wsi/{patient_id}.npy"``).
             Without it messages say ``patients`` and ``modality 'x'``.
+        part: ``cohort`` is a chunk of a larger cohort (a streamed read): the
+            checks that only hold for a whole cohort (some event, more than
+            one time, every modality held by someone) are skipped.
     """
-    where = _Where(sources)
+    where = _Where(sources, part)
     pats = cohort.patients
     check_patient_ids(pats.index, where.table("patients"), where.is_file)
     time, event = coerce_endpoints(pats, where.table("patients"))
-    if int(event.sum()) == 0:
+    if int(event.sum()) == 0 and not part:
         raise CohortError(
             f"{where.table('patients')}: the survival endpoint has no events (event is 0 for "
             f"all {len(pats)} patients); a survival model needs at least one observed event. "
             "Check the event coding: 1 = event observed, 0 = censored."
         )
-    if len(time) > 1 and time.nunique() == 1:
+    if len(time) > 1 and time.nunique() == 1 and not part:
         raise CohortError(
             f"{where.table('patients')}: every patient has the same time ({show(time.iloc[0])} for "
             f"all {len(time)} patients), so no two can be ordered: a survival model cannot "
@@ -400,7 +406,7 @@ def _check_table(mod, kind, options, frame, known: pd.Index, where: _Where) -> N
             f"{name}: options.categorical names column '{missing[0]}', which the table does "
             f"not have.{did_you_mean(missing[0], frame.columns)}"
         )
-    if not frame.notna().any(axis=1).any():
+    if not where.part and not frame.notna().any(axis=1).any():
         raise CohortError(
             f"{name}: modality '{mod}' has no patients at all (no row with a value); expected "
             "at least one. Add its data or remove the modality."
@@ -463,7 +469,7 @@ def _check_bag(mod, bag, known: pd.Index, where: _Where) -> None:
             f"(e.g. '{other}'), got shape {arr.shape}. Every array of a bag modality must have "
             "the same number of features; re-extract this patient's features."
         )
-    if not any(len(a) for a in bag.values()):
+    if not where.part and not any(len(a) for a in bag.values()):
         raise CohortError(
             f"{name}: modality '{mod}' has no patients at all (no non-empty array); expected "
             "at least one. Add its data or remove the modality."
