@@ -25,6 +25,7 @@ def load_tensors(
     fix: str,
     error: type[GraphMedError] = GraphMedError,
     map_location: str | torch.device = "cpu",
+    mmap: bool = False,
 ) -> Any:
     """``torch.load(path, weights_only=True)``; every failure becomes ``error``.
 
@@ -34,9 +35,11 @@ def load_tensors(
         fix: What the user should do, for the message (e.g. ``"delete it to rebuild"``).
         error: The :class:`GraphMedError` subclass to raise.
         map_location: Passed to ``torch.load``.
+        mmap: Memory-map the file: tensors are read from disk as they are used,
+            so a file larger than memory can be loaded.
     """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise error(
             f"refused to read {what} '{path}': it holds Python objects other than tensors and "

@@ -230,16 +230,19 @@ class PatientGraphs:
             torch.save(state, tmp)
 
     @classmethod
-    def load(cls, path: str | Path) -> PatientGraphs:
+    def load(cls, path: str | Path, *, mmap: bool = False) -> PatientGraphs:
         """Read graphs written by :meth:`save`.
 
         The file is read with ``torch.load(weights_only=True)``: tensors and
-        plain containers only, so a crafted file cannot run code. Raises
-        :class:`CohortError` for a file that is missing, corrupt, foreign or
-        unsafe.
+        plain containers only, so a crafted file cannot run code. With
+        ``mmap=True`` the tensors are memory-mapped from the file instead of
+        read into memory: a batch reads only its patients' pages, so a cache
+        larger than memory can be trained from (``to(device)`` or
+        ``subset`` copy what they touch). Raises :class:`CohortError` for a
+        file that is missing, corrupt, foreign or unsafe.
         """
         fix = "delete it to rebuild"
-        state = load_tensors(path, what="cached graphs", fix=fix, error=CohortError)
+        state = load_tensors(path, what="cached graphs", fix=fix, error=CohortError, mmap=mmap)
         try:
             state["layouts"] = {m: ModalityLayout(**v) for m, v in state["layouts"].items()}
             return cls(**state)

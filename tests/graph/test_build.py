@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -234,6 +236,24 @@ def test_save_load_round_trip(graphs, tmp_path):
     for name in ("present", "time", "event"):
         assert torch.equal(getattr(loaded, name), getattr(graphs, name))
     assert [p.name for p in path.parent.iterdir()] == ["graphs.pt"]  # no temporary left
+
+
+def test_a_memory_mapped_cache_reads_the_same_graphs_from_disk(graphs, tmp_path):
+    path = tmp_path / "graphs.pt"
+    graphs.save(path)
+    maps = Path("/proc/self/maps")
+    read = PatientGraphs.load(path)
+    if maps.exists():  # a plain load reads the file into memory and maps nothing
+        assert str(path) not in maps.read_text()
+    mapped = PatientGraphs.load(path, mmap=True)
+    if maps.exists():  # the tensors are pages of the file, read as they are touched
+        assert str(path) in maps.read_text()
+    for m in graphs.modalities:
+        assert torch.equal(mapped.x[m], graphs.x[m]) and torch.equal(read.x[m], graphs.x[m])
+    idx = torch.tensor([3, 0, 5])
+    a, b = mapped.batch(idx), graphs.batch(idx)
+    assert all(torch.equal(a.x[m], b.x[m]) for m in graphs.modalities)
+    assert torch.equal(a.present, b.present) and torch.equal(a.time, b.time)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a torch file", b"PK\x03\x04" + b"\0" * 64])
