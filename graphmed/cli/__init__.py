@@ -38,14 +38,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code (2 for bad input, with the message on stderr)."""
+    """Run the CLI; return the exit code (2 for bad input, with the message on stderr).
+
+    A failed read or write (a full disk, no permission: any ``OSError``) is
+    reported the same way, with the path, rather than as a traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (GraphMedError, FileNotFoundError) as err:
-        print(f"graphmed {args.command}: error: {err}", file=sys.stderr)
+    except (GraphMedError, OSError) as err:
+        print(f"graphmed {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, GraphMedError) or not isinstance(err, OSError):
+        return str(err)
+    if isinstance(err, FileNotFoundError):  # as it always read: "[Errno 2] No such file ..."
+        return str(err)
+    reason = err.strerror or str(err)
+    where = f" '{err.filename}'" if err.filename else ""
+    return f"cannot read or write{where}: {reason}" if where else f"{type(err).__name__}: {reason}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,10 +44,23 @@ def load_config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     return config
 
 
-def read_cohort_arg(path: Path):
+def add_cohort_path_args(parser: argparse.ArgumentParser) -> None:
+    """``--allow-outside-paths``, for every command that reads a cohort folder."""
+    parser.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="read modality paths of cohort.yaml that lead outside the cohort folder "
+        "(absolute, or '..' out of it); refused by default: use it only for a cohort.yaml "
+        "you trust (read_cohort(..., allow_outside=True) in Python)",
+    )
+
+
+def read_cohort_arg(path: Path, args: argparse.Namespace | None = None):
+    """Read the cohort folder ``path``, with ``--allow-outside-paths`` if ``args`` has it."""
     from ..data.io import read_cohort
 
-    return read_cohort(path)
+    allow = bool(getattr(args, "allow_outside_paths", False))
+    return read_cohort(path, allow_outside=allow)
 
 
 def methods_table(metrics: dict, keys=("c_index", "uno_c", "mean_auc", "ibs")) -> str:

@@ -8,7 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 from .._atomic import atomic_path
-from ._common import add_config_args, load_config_from_args, methods_table, read_cohort_arg
+from ._common import (
+    add_cohort_path_args,
+    add_config_args,
+    load_config_from_args,
+    methods_table,
+    read_cohort_arg,
+)
 
 ALIASES = {"mlp": ["mlp_zero", "mlp_mean"]}
 
@@ -27,6 +33,7 @@ def register(sub) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("runs/benchmark"))
     p.add_argument("--resume", action="store_true")
+    add_cohort_path_args(p)
     add_config_args(p)
     p.set_defaults(func=run)
     q = sub.add_parser(
@@ -47,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
     baselines = [b for n in names if n != "graphmed" for b in ALIASES.get(n, [n])]
     config.eval.baselines = baselines
-    cohort = read_cohort_arg(args.cohort)
+    cohort = read_cohort_arg(args.cohort, args)
     result = cross_validate(
         cohort, config, args.out, resume=args.resume, include_graphmed="graphmed" in names
     )

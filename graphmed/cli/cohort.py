@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ._common import read_cohort_arg
+from ._common import add_cohort_path_args, read_cohort_arg
 
 
 def register(sub) -> None:
@@ -20,11 +20,12 @@ def register(sub) -> None:
         action="store_true",
         help="also build the patient graphs and count nodes and edges",
     )
+    add_cohort_path_args(v)
     v.set_defaults(func=run_validate)
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    cohort = read_cohort_arg(args.path)
+    cohort = read_cohort_arg(args.path, args)
     summary = cohort.summary()
     if args.graphs:
         summary["graphs"] = graph_summary(cohort)

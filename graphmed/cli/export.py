@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import GraphMedError
+from ._common import add_cohort_path_args, read_cohort_arg
 
 
 def register(sub) -> None:
@@ -44,6 +45,7 @@ def register(sub) -> None:
         help="largest share of a table's features that may be missing and filled (default 0.5)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_cohort_path_args(p)
     p.set_defaults(func=run_export)
 
 
@@ -62,7 +64,6 @@ def run_export(args: argparse.Namespace) -> int:
     from ..export import export_embeddings
     from ..train.compat import CompatibilityWarning
     from ..train.saved import DEFAULT_CHUNK_SIZE, load_model
-    from ._common import read_cohort_arg
 
     if args.chunk_size is not None and args.chunk_size < 1:
         raise GraphMedError(f"--chunk-size must be a positive number, got {args.chunk_size}")
@@ -71,7 +72,7 @@ def run_export(args: argparse.Namespace) -> int:
             f"--out '{args.out}' is a folder; give a file such as embeddings.parquet"
         )
     model = load_model(model_dir(args.model), device=args.device)
-    cohort = read_cohort_arg(args.cohort)
+    cohort = read_cohort_arg(args.cohort, args)
     with warnings.catch_warnings():
         # The report is printed below, once, as notes rather than Python warnings.
         warnings.simplefilter("ignore", CompatibilityWarning)

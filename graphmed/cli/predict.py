@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .._atomic import atomic_path, write_json
-from ._common import read_cohort_arg
+from ._common import add_cohort_path_args, read_cohort_arg
 
 
 def register(sub) -> None:
@@ -26,13 +26,14 @@ def _model_args(parser: argparse.ArgumentParser, cohort_help: str) -> None:
     parser.add_argument("--model", type=Path, required=True, help="model folder (RUN/model)")
     parser.add_argument("--cohort", type=Path, required=True, help=cohort_help)
     parser.add_argument("--device", default="cpu")
+    add_cohort_path_args(parser)
 
 
 def _predict(args):
     from ..train.saved import load_model
 
     model = load_model(args.model, device=args.device)
-    cohort = read_cohort_arg(args.cohort)
+    cohort = read_cohort_arg(args.cohort, args)
     return model, cohort, model.predict(cohort, device=args.device)
 
 

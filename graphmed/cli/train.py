@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_config_args, load_config_from_args, methods_table, read_cohort_arg
+from ._common import (
+    add_cohort_path_args,
+    add_config_args,
+    load_config_from_args,
+    methods_table,
+    read_cohort_arg,
+)
 
 
 def register(sub) -> None:
@@ -23,6 +29,7 @@ def register(sub) -> None:
     p.add_argument(
         "--no-final", action="store_true", help="skip fitting the final model on all patients"
     )
+    add_cohort_path_args(p)
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -31,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from .._lock import run_lock
 
     config = load_config_from_args(args)
-    cohort = read_cohort_arg(args.cohort)
+    cohort = read_cohort_arg(args.cohort, args)
     # One run per --out: a second one would interleave its folds and metrics with ours.
     with run_lock(args.out, "graphmed train"):
         return _train(args, config, cohort)

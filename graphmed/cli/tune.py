@@ -11,7 +11,13 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import add_config_args, load_config_from_args, methods_table, read_cohort_arg
+from ._common import (
+    add_cohort_path_args,
+    add_config_args,
+    load_config_from_args,
+    methods_table,
+    read_cohort_arg,
+)
 
 
 def register(sub) -> None:
@@ -41,16 +47,22 @@ def register(sub) -> None:
     p.add_argument(
         "--n-trials",
         type=int,
-        default=20,
-        help="trials this process runs (default 20; "
-        "with --nested: finished trials per outer fold; 0: only write the outputs)",
+        default=None,
+        metavar="N",
+        help="run N more trials in this process, on top of those the study holds (a rerun "
+        "adds N again; failed trials and retries of killed ones count); default 20, or no "
+        "limit with --max-trials. With --nested: finished trials per outer fold, a total "
+        "(a rerun tops each fold up to N). 0: only write the outputs",
     )
     p.add_argument(
         "--max-trials",
         type=int,
         default=None,
-        help="stop once the study (all workers) holds this many complete or pruned trials "
-        "(with --nested, --n-trials is already that count per outer fold)",
+        metavar="TOTAL",
+        help="top the study up to TOTAL complete or pruned trials (all workers and earlier "
+        "runs together; failed ones do not count): a rerun runs only what is missing, and "
+        "none if the study holds TOTAL already. With --n-trials too, the first limit reached "
+        "stops this process. Not used with --nested",
     )
     p.add_argument(
         "--metric",
@@ -80,6 +92,7 @@ def register(sub) -> None:
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--verbose", action="store_true", help="Optuna's own log, with tracebacks")
+    add_cohort_path_args(p)
     add_config_args(p)
     p.set_defaults(func=run)
 
@@ -105,6 +118,13 @@ def run(args: argparse.Namespace) -> int:
     space = load_space(args.space or _find_default_space())
     space.validate(config)
     storage = open_storage(args.storage, out)
+    if args.max_trials is not None and args.nested:
+        raise ConfigError(
+            "--max-trials is not used with --nested: --n-trials N is already the total of "
+            "finished trials per outer fold"
+        )
+    if args.n_trials is None:  # 20 per run, unless --max-trials sets the total
+        args.n_trials = 20 if args.max_trials is None else None
     if args.n_trials == 0 and not args.nested:
         try:
             study = optuna.load_study(study_name=args.study, storage=storage)
@@ -116,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         return _finish(write_outputs(study, out, plots=not args.no_plots), out)
     if args.cohort is None:
         raise ConfigError("--cohort is required to run trials (only --n-trials 0 works without it)")
-    cohort = read_cohort_arg(args.cohort)
+    cohort = read_cohort_arg(args.cohort, args)
     print(
         f"study '{args.study}': {cohort.name}, {cohort.n_patients} patients; space "
         f"{args.space or 'configs/sweeps/default.yaml'} ({len(space.params)} parameters); "

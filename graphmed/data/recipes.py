@@ -21,7 +21,9 @@ leaves no half-written folder behind.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import glob
 import importlib
 import importlib.resources
 import importlib.util
@@ -38,7 +40,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..errors import CohortError, ConfigError, did_you_mean
+from ..errors import CohortError, ConfigError, WriteError, did_you_mean
 from ..typing import KINDS
 from .cohort import Cohort
 
@@ -423,13 +425,23 @@ def _write_folder(cohort: Cohort, out: Path, formats: Mapping[str, str], overwri
     from .io import CONFIG, _check_target, _remove_stale
 
     old = _check_target(out, overwrite)  # refuses a non-empty folder unless overwrite
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    _remove_stale_stages(out)
+    # The pid tells a later materialize that a stage left by a kill -9 is stale.
+    stage = out.parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     stage.mkdir()
+    done = False
     try:
-        _write_tables(cohort, stage, formats)
+        try:
+            _write_tables(cohort, stage, formats)
+        except OSError as err:  # a full disk: say which cohort folder was not written
+            raise WriteError(
+                f"cannot write the cohort folder '{out}' (it is left as it was): {err}"
+            ) from err
         if not out.is_dir() or not any(out.iterdir()):
             os.replace(stage, out)
+            done = True
             return
         (out / CONFIG).unlink(missing_ok=True)  # until the new one lands, out is no cohort
         new = {p.name for p in stage.iterdir()}  # files only: recipes have no bag modality
@@ -438,8 +450,24 @@ def _write_folder(cohort: Cohort, out: Path, formats: Mapping[str, str], overwri
         for rel in old - new:
             _remove_stale(out, rel)
         os.replace(stage / CONFIG, out / CONFIG)
+        done = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if not done:  # folders made for `out` go too: a failure leaves no empty folder
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty
+
+
+def _remove_stale_stages(out: Path) -> None:
+    """Remove hidden stages of ``out`` left by a materialize that was killed (pid gone)."""
+    from .._lock import _alive
+
+    prefix = f".{out.name}."
+    for stage in out.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = stage.name[len(prefix) :].split(".", 1)[0]
+        if stage.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _write_tables(cohort: Cohort, folder: Path, formats: Mapping[str, str]) -> None:

@@ -10,6 +10,11 @@ Storage, by what ``--storage`` says:
   ``mysql+pymysql://...``): :class:`optuna.storages.RDBStorage`, with a
   heartbeat so that a trial of a crashed worker is marked failed and retried.
 
+A worker that resumes or joins a study first fails the ``RUNNING`` trials whose
+process is gone from this machine (a ``kill -9``, an out-of-memory kill) and
+queues each again once, with any storage: no need to wait for the heartbeat,
+which covers workers on other machines (and journal storages have none).
+
 A study is opened with ``load_if_exists``: running the same command again
 resumes it, and N processes pointed at one storage and study name share its
 trials (Optuna hands each a distinct trial). Nothing here schedules work
@@ -18,7 +23,10 @@ itself.
 
 from __future__ import annotations
 
+import copy
+import os
 import random
+import socket
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -124,10 +132,88 @@ def _rdb_storage(url: str, engine: dict[str, Any]) -> optuna.storages.RDBStorage
             engine_kwargs=engine,
             heartbeat_interval=60,
             grace_period=180,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1
-            ),
+            heartbeat_stale_trial_callback=_Retry(max_retry=1),
         )
+
+
+#: User attribute naming the process that runs a trial: ``host:pid-namespace:pid``.
+PROCESS_ATTR = "worker_process"
+#: User attribute of a trial failed because its process was gone: the worker that saw it.
+FAILED_BY_ATTR = "failed_by"
+
+
+class _Retry(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Queue a failed trial again, without the identity of the process that died.
+
+    The retry copies the trial's user attributes; the dead process's id must not
+    come along, or a worker that opens the study while the retry is starting
+    would find that process gone and fail the retry too.
+    """
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trial = copy.deepcopy(trial)
+        drop = (PROCESS_ATTR, FAILED_BY_ATTR, "worker")
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in drop}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            super().__call__(study, trial)
+
+
+def process_id() -> str:
+    """``host:pid-namespace:pid`` of this process: who runs a trial, told apart from
+    a process of another container (same host name, own pid numbers)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux: the host name and pid alone
+        namespace = "-"
+    return f"{socket.gethostname()}:{namespace}:{os.getpid()}"
+
+
+def fail_trials_of_dead_workers(study: optuna.Study) -> list[int]:
+    """Fail the ``RUNNING`` trials whose process on this machine is gone; queue each again once.
+
+    A trial records :func:`process_id` when it starts. One whose process has
+    the host name and pid namespace of this one, and a pid that no longer
+    runs, was killed (or crashed) mid-trial: it is marked ``FAIL`` (its reason
+    says so, see :func:`fail_reason`) and its parameters are queued as a new
+    trial, as the heartbeat of an RDB storage would do after its grace period.
+    Trials of other machines are left to the heartbeat.
+
+    Returns:
+        The numbers of the trials failed here.
+    """
+    from .._lock import _alive
+
+    here, _, me = process_id().rpartition(":")
+    storage = study._storage
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner, _, pid = str(trial.user_attrs.get(PROCESS_ATTR, "")).rpartition(":")
+        if owner != here or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            storage.set_trial_user_attr(trial._trial_id, FAILED_BY_ATTR, f"{here}:{me}")
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker opening the study got there first
+        failed.append(trial.number)
+        with warnings.catch_warnings():  # the retry callback is marked experimental in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = _Retry(max_retry=1)
+        retry(study, storage.get_trial(trial._trial_id))
+    return failed
+
+
+class _RecordProcess:
+    """The objective, recording :func:`process_id` on the trial before it starts."""
+
+    def __init__(self, objective: Callable[[optuna.Trial], float]):
+        self.objective = objective
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(PROCESS_ATTR, process_id())
+        return self.objective(trial)
 
 
 def _with_postgres_driver(url: str) -> str:
@@ -266,14 +352,16 @@ def run_study(
         space: The search space.
         study_name: Study name in ``storage``.
         storage: From :func:`open_storage`.
-        n_trials: Trials this process runs (``None``: until ``timeout``).
+        n_trials: Trials this call runs, counting failed ones and retries of
+            killed ones (``None``: no limit, until ``timeout`` or ``max_trials``).
         metric: Objective metric (see :func:`~graphmed.tune.objective.metric_direction`).
         inner_folds: Inner CV folds.
         pruner: ``median``, ``hyperband`` or ``none``.
         timeout: Stop starting new trials after this many seconds.
         seed: Sampler seed (see :func:`open_study`).
         max_trials: Stop once the study (all workers) holds this many
-            complete or pruned trials.
+            complete or pruned trials; a study that holds them already runs
+            no trial. With ``n_trials`` too, the first limit reached stops.
         log: Callable receiving one progress line per trial (None: silent).
     """
     log = log or (lambda line: None)
@@ -290,15 +378,26 @@ def run_study(
     stored = study.user_attrs.get(_ATTR, {})
     if stored.get("space_fingerprint") not in (None, meta["space_fingerprint"]):
         log(f"note: study '{study_name}' was started with another search space; continuing")
+    for number in fail_trials_of_dead_workers(study):
+        log(
+            f"note: trial {number} was running in a process that is gone (killed or crashed); "
+            "marked failed, its parameters are queued again"
+        )
     progress = ProgressPrinter(metric, len(objective.folds), log)
     callbacks: list[Any] = [progress]
-    if max_trials is not None:
-        callbacks.append(
-            optuna.study.MaxTrialsCallback(max_trials, (TrialState.COMPLETE, TrialState.PRUNED))
-        )
     t0 = time.time()
+    if max_trials is not None:
+        states = (TrialState.COMPLETE, TrialState.PRUNED)
+        done = len(study.get_trials(deepcopy=False, states=states))
+        if done >= max_trials:  # Optuna's callback would stop only after one more trial
+            log(
+                f"study '{study_name}' holds {done} complete or pruned trials already "
+                f"(max_trials {max_trials}): no trial to run"
+            )
+            return TuneResult(study, False, 0.0)
+        callbacks.append(optuna.study.MaxTrialsCallback(max_trials, states))
     study.optimize(
-        objective,
+        _RecordProcess(objective),
         n_trials=n_trials,
         timeout=timeout,
         catch=(TrialFailed,),
@@ -312,14 +411,21 @@ def fail_reason(trial: FrozenTrial, trials: Sequence[FrozenTrial] = ()) -> str:
 
     A trial records ``fail_reason`` when its config fails (:class:`TrialFailed`).
     One without it was running in a worker that died (SIGKILL, out of memory, a
-    lost machine) and was marked failed later by the storage's heartbeat, which
-    may have queued a retry of it among ``trials``.
+    lost machine) and was marked failed later, by a worker of the same machine
+    that opened the study (:func:`fail_trials_of_dead_workers`) or by the
+    storage's heartbeat, which may have queued a retry of it among ``trials``.
     """
     reason = trial.user_attrs.get("fail_reason")
     if reason:
         return str(reason)
     worker = trial.user_attrs.get("worker")
     who = f"worker {worker}" if worker else "its worker"
+    by = trial.user_attrs.get(FAILED_BY_ATTR)
+    how = (
+        f"worker {by} found its process gone when it opened the study and marked it failed"
+        if by
+        else "the storage's heartbeat marked it failed"
+    )
     retry = next(
         (
             t.number
@@ -328,10 +434,8 @@ def fail_reason(trial: FrozenTrial, trials: Sequence[FrozenTrial] = ()) -> str:
         ),
         None,
     )
-    return (
-        f"no reason recorded: {who} stopped (killed or crashed) while running it, and the "
-        "storage's heartbeat marked it failed"
-        + (f"; retried as trial {retry}" if retry is not None else "")
+    return f"no reason recorded: {who} stopped (killed or crashed) while running it, and {how}" + (
+        f"; retried as trial {retry}" if retry is not None else ""
     )
 
 
@@ -385,9 +489,11 @@ __all__ = [
     "PRUNERS",
     "ProgressPrinter",
     "TuneResult",
+    "fail_trials_of_dead_workers",
     "make_pruner",
     "open_storage",
     "open_study",
+    "process_id",
     "run_study",
     "study_meta",
 ]
