@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from _settings import TINY_CV
 
 import graphmed
 from graphmed._lock import LOCK_NAME
@@ -22,15 +23,7 @@ from graphmed.cli import main
 from graphmed.train.config import load_experiment
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-FAST = [
-    "model.hidden=8",
-    "model.heads=2",
-    "model.layers=1",
-    "train.epochs=1",
-    "eval.folds=2",
-    "eval.bootstrap=10",
-    "eval.baselines=[]",
-]
+FAST = TINY_CV
 SETS = [arg for item in FAST for arg in ("--set", item)]
 OUTSIDE = (
     "cohort.yaml: modality 'expr' has path '../shared/expr.csv', which leads outside the "

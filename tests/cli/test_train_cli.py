@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from _settings import TINY_CV
 
 import graphmed
 from graphmed._lock import LOCK_NAME, run_lock
@@ -14,15 +15,7 @@ from graphmed.cli import main
 from graphmed.errors import GraphMedError
 from graphmed.train.config import load_experiment
 
-FAST = [
-    "model.hidden=8",
-    "model.heads=2",
-    "model.layers=1",
-    "train.epochs=1",
-    "eval.folds=2",
-    "eval.bootstrap=10",
-    "eval.baselines=[]",
-]
+FAST = TINY_CV
 
 
 @pytest.fixture(scope="module")

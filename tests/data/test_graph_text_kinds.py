@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from _settings import TINY_CV
 
 import graphmed
 from graphmed.cli import main
@@ -19,16 +20,7 @@ from graphmed.train.config import load_experiment
 
 pytestmark = pytest.mark.filterwarnings("ignore::graphmed.train.compat.CompatibilityWarning")
 MODS = {"clinical": ("tabular", 5), "cells": ("graph", 3), "report": ("text", 1)}
-FAST = [
-    "model.hidden=8",
-    "model.heads=2",
-    "model.layers=1",
-    "train.epochs=1",
-    "eval.folds=2",
-    "eval.bootstrap=10",
-    "eval.baselines=[]",
-    "train.progress=false",
-]
+FAST = [*TINY_CV, "train.progress=false"]
 
 
 def _cohort(n=40, seed=0, **kwargs):
