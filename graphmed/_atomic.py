@@ -23,7 +23,9 @@ _TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "No spa
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path; on success it is renamed onto ``path``.
 
-    An exception (or a kill) before the rename leaves no file under ``path``,
+    On the ranks other than 0 of a distributed job nothing is renamed (rank 0
+    writes the same file). An exception (or a kill) before the rename leaves no
+    file under ``path``,
     and the temporary file is removed. A kill leaves it, hidden
     (``.name.<pid>.*.tmp``); the next write of ``path`` removes it once that
     pid is gone.
@@ -43,6 +45,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
         tmp_path = Path(tmp)
         yield tmp_path
+        if not _writes_reach_disk():
+            return  # a rank other than 0 of a distributed job: rank 0 writes this file
         os.replace(tmp_path, path)
     except (OSError, RuntimeError) as err:
         if isinstance(err, WriteError) or not _write_failure(err):
@@ -54,6 +58,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def _writes_reach_disk() -> bool:
+    """False on the ranks other than 0 of a ``--distributed`` job (they compute the same
+    results as rank 0, which alone writes them; see ``docs/distributed.md``)."""
+    from .train.distributed import current
+
+    ctx = current()
+    return ctx is None or ctx.is_main
 
 
 def _remove_stale(path: Path) -> None:

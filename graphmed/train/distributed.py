@@ -146,3 +146,43 @@ def check_alive(err: BaseException, ctx: DistContext) -> GraphMedError:
         "job cannot go on with a rank missing. See that rank's log for why, then start the "
         "same torchrun command again with --resume to continue from the last checkpoint."
     )
+
+
+@dataclass
+class _Endpoints:
+    """What a model's loss reads of a batch: the survival endpoint and the labels."""
+
+    time: torch.Tensor
+    event: torch.Tensor
+    labels: dict[str, torch.Tensor]
+
+
+def sharded_step(model, forward, graphs, index: torch.Tensor, ctx: DistContext, prepare=None):
+    """This rank's forward pass on its share of the global batch ``index``, and the loss of
+    the whole batch (the same value on every rank, differentiable in this rank's share).
+
+    Args:
+        model: The :class:`~graphmed.nn.model.GraphMedModel` (its ``loss``).
+        forward: What runs the forward pass: the ``DistributedDataParallel``
+            wrapper of ``model``, so that backward averages the gradients.
+        graphs: The training :class:`~graphmed.graph.build.PatientGraphs`.
+        index: The global batch, the same on every rank.
+        prepare: Optional function applied to this rank's batch before the
+            forward pass (e.g. feature noise).
+
+    Returns:
+        ``(loss, parts)`` as :meth:`GraphMedModel.loss` returns them.
+    """
+    from ..nn.model import ModelOutput
+
+    batch = graphs.batch(ctx.shard(index))
+    if prepare is not None:
+        batch = prepare(batch)
+    out = forward(batch)
+    sizes = ctx.sizes(len(index))
+    heads = {name: gather_rows(h, ctx, sizes) for name, h in out.heads.items()}
+    order = ctx.gathered(index).to(graphs.time.device)
+    ends = _Endpoints(
+        graphs.time[order], graphs.event[order], {k: v[order] for k, v in graphs.labels.items()}
+    )
+    return model.loss(ends, ModelOutput(out.net, heads))

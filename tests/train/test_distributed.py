@@ -90,3 +90,14 @@ def test_shards_cover_the_batch_once():
     assert sorted(torch.cat(parts).tolist()) == list(range(10))
     assert [len(p) for p in parts] == ctx[0].sizes(10) == [4, 3, 3]
     assert torch.equal(ctx[0].gathered(index), torch.cat(parts))
+
+
+def test_only_rank_0_writes_files(tmp_path, monkeypatch):
+    from graphmed._atomic import write_json
+
+    monkeypatch.setattr(distributed, "_CONTEXT", distributed.DistContext(1, 2, 1, "gloo"))
+    write_json(tmp_path / "metrics.json", {"c": 0.7})
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary
+    monkeypatch.setattr(distributed, "_CONTEXT", distributed.DistContext(0, 2, 0, "gloo"))
+    write_json(tmp_path / "metrics.json", {"c": 0.7})
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
