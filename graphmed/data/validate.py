@@ -272,7 +272,8 @@ def coerce_endpoints(
 ) -> tuple[pd.Series, pd.Series]:
     """Check the survival columns of ``patients`` and return them as float64 / int64.
 
-    ``time`` must be a finite number >= 0 for every patient; ``event`` must be
+    ``time`` must be a finite number >= 0 and at most 1e30 for every patient (larger
+    values are corrupted cells, and overflow the survival fits); ``event`` must be
     0 (censored) or 1 (event observed); True/False and "0"/"1" are accepted.
 
     Raises:
@@ -294,6 +295,7 @@ def coerce_endpoints(
         (raw.isna(), "is empty (NaN)"),
         (np.isinf(t), "is infinite"),
         (t < 0, "is negative"),
+        (t > LIMIT, f"is beyond {LIMIT:g} (a corrupted cell: no follow-up is that long)"),
     ]
     for bad, what in checks:
         if bad.any():

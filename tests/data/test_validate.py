@@ -184,6 +184,12 @@ CASES = [
         r"column 'months' is infinite for patient '003' \(got inf\)",
     ),
     (
+        "absurd time",
+        _cell("patients.csv", 2, "months", "1e300"),
+        r"column 'months' is beyond 1e\+30 \(a corrupted cell: no follow-up is that long\) for "
+        r"patient '003' \(got 1e\+300\)",
+    ),
+    (
         "negative time",
         _cell("patients.csv", 2, "months", "-1.5"),
         r"column 'months' is negative for patient '003' \(got -1\.5\)",
