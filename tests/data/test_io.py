@@ -148,7 +148,8 @@ def _odd_cohort() -> Cohort:
     patients = pd.DataFrame(
         {
             "patient_id": ids,
-            "time": [0.1 + 0.2, 1e-310, 1.7976931348623157e308, 0.0],
+            # The largest time is the largest double under the 1e30 a time may reach.
+            "time": [0.1 + 0.2, 1e-310, np.nextafter(1e30, 0), 0.0],
             "event": [1, 0, 1, 0],
             "grade": pd.Categorical(["b", "a", None, "b"], categories=["b", "a", "c"]),
             "stage": [3, 1, 2, 2],
