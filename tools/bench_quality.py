@@ -302,7 +302,7 @@ BAG_OPTIONS = {
 ADDED_OPTIONS = {
     "train": {"monitor": "c_index", "linear_blend": False},
     "graph": {"max_tokens": None},
-    "model": {"linear_path": False},
+    "model": {"linear_path": False, "linear_refit": False, "graph_conv": "gatv2"},
 }
 """Options added after results were first saved, with the value that gives the
 behaviour of the code before them (a result saved without the option was made so)."""

@@ -44,6 +44,12 @@ def register(sub) -> None:
         metavar="SHARE",
         help="largest share of a table's features that may be missing and filled (default 0.5)",
     )
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="read the cohort chunk by chunk (its tables in Parquet), so memory follows "
+        "--chunk-size and not the cohort; for cohorts larger than memory",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_cohort_path_args(p)
     p.set_defaults(func=run_export)
@@ -72,7 +78,16 @@ def run_export(args: argparse.Namespace) -> int:
             f"--out '{args.out}' is a folder; give a file such as embeddings.parquet"
         )
     model = load_model(model_dir(args.model), device=args.device)
-    cohort = read_cohort_arg(args.cohort, args)
+    if args.stream:
+        from ..data.stream import CohortStream
+
+        cohort = CohortStream(
+            args.cohort,
+            chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE,
+            allow_outside=bool(args.allow_outside_paths),
+        )
+    else:
+        cohort = read_cohort_arg(args.cohort, args)
     with warnings.catch_warnings():
         # The report is printed below, once, as notes rather than Python warnings.
         warnings.simplefilter("ignore", CompatibilityWarning)

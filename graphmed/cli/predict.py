@@ -15,6 +15,15 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="risk scores (and class probabilities) of a saved model")
     _model_args(p, cohort_help="cohort folder")
     p.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="read the cohort chunk by chunk (its tables in Parquet) and write the CSV as it "
+        "goes, so memory follows --chunk-size and not the cohort",
+    )
+    p.add_argument(
+        "--chunk-size", type=int, default=8192, metavar="N", help="patients per chunk (--stream)"
+    )
     p.set_defaults(func=run_predict)
     e = sub.add_parser("evaluate", help="metrics of a saved model on a (new) cohort")
     _model_args(e, cohort_help="cohort folder with endpoints")
@@ -37,8 +46,7 @@ def _predict(args):
     return model, cohort, model.predict(cohort, device=args.device)
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    model, cohort, preds = _predict(args)
+def _frame(model, preds) -> pd.DataFrame:
     frame = pd.DataFrame({"patient_id": preds.patient_ids})
     if preds.risk is not None:
         frame["risk"] = preds.risk
@@ -47,9 +55,43 @@ def run_predict(args: argparse.Namespace) -> int:
             frame[f"proba_{label}_{cls}"] = proba[:, j]
     for j, m in enumerate(model.model.net.modalities):
         frame[f"completed_{m}"] = preds.completed[:, j].astype(int)
+    return frame
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    if getattr(args, "stream", False):
+        return _predict_stream(args)
+    model, cohort, preds = _predict(args)
+    frame = _frame(model, preds)
     with atomic_path(args.out) as tmp:
         frame.to_csv(tmp, index=False)
     print(f"{len(frame)} patients -> {args.out}")
+    return 0
+
+
+def _predict_stream(args: argparse.Namespace) -> int:
+    import warnings
+
+    from ..data.stream import CohortStream
+    from ..errors import GraphMedError
+    from ..train.saved import load_model
+
+    if args.chunk_size < 1:
+        raise GraphMedError(f"--chunk-size must be a positive number, got {args.chunk_size}")
+    model = load_model(args.model, device=args.device)
+    stream = CohortStream(
+        args.cohort, chunk_size=args.chunk_size, allow_outside=bool(args.allow_outside_paths)
+    )
+    n = 0
+    with atomic_path(args.out) as tmp:
+        for k, chunk in enumerate(stream):
+            with warnings.catch_warnings():
+                if k:  # the first chunk's compatibility notes stand for all
+                    warnings.simplefilter("ignore")
+                preds = model.predict(chunk, device=args.device)
+            _frame(model, preds).to_csv(tmp, index=False, mode="a", header=k == 0)
+            n += len(preds.patient_ids)
+    print(f"{n} patients -> {args.out}")
     return 0
 
 

@@ -1,13 +1,19 @@
-"""Turn an :class:`ExperimentConfig` and a training cohort into fitted objects.
+"""The edge: turn an :class:`ExperimentConfig` into the typed objects of the core.
 
-This is the one place that reads the config; the modules it builds take
-plain constructor arguments.
+This is the one module of :mod:`graphmed.train` that reads the config. It
+makes the option groups (:class:`~graphmed.train.options.ModelRecipe`,
+:class:`~graphmed.train.options.CVOptions`), builds the model of a recipe,
+and holds the config-taking entry points (:func:`cross_validate`,
+:func:`fit_final`, :func:`rebuild_model`) that hand typed objects to
+:mod:`~graphmed.train.cv`, :mod:`~graphmed.train.fit` and
+:mod:`graphmed.inference`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,66 +21,61 @@ import torch
 from ..data.cohort import Cohort
 from ..data.preprocess import CohortPreprocessor
 from ..errors import ConfigError
-from ..graph.build import PatientGraphs, build_graphs
+from ..graph.build import PatientGraphs
 from ..graph.relations import RelationGraph
+from ..inference.fitted import FittedData
 from ..nn.graphmed_net import GraphMedNet
 from ..nn.heads import ClassificationHead, CoxHead, DiscreteTimeBins, DiscreteTimeHead
 from ..nn.model import GraphMedModel
 from ..typing import MetaPath
-from .config import ExperimentConfig
+from .config import ExperimentConfig, experiment_to_dict
+from .options import CVOptions, ModelRecipe
+
+if TYPE_CHECKING:
+    from ..inference.model import TrainedModel
+    from .cv import CVResult
+    from .options import FitHistory
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"train.device is '{name}' but CUDA is not available; use 'auto' or 'cpu'"
-        )
-    return device
+def recipe_from_config(config: ExperimentConfig) -> ModelRecipe:
+    """The option groups that build and train one model (a copy: the config may change)."""
+    c = copy.deepcopy(config)
+    return ModelRecipe(graph=c.graph, model=c.model, task=c.task, train=c.train)
 
 
-@dataclass
-class FittedData:
-    """Everything fitted on a training cohort that a model needs to read a cohort."""
-
-    preprocessor: CohortPreprocessor
-    relations: RelationGraph
-    label_classes: dict[str, list[Any]]
-    config: ExperimentConfig
-
-    def graphs(self, cohort: Cohort) -> PatientGraphs:
-        """Patient graphs of ``cohort`` with the training-fitted preprocessing."""
-        g = self.config.graph
-        return build_graphs(
-            cohort,
-            self.preprocessor,
-            max_instances=g.max_instances,
-            bag_pooling=g.bag_pooling,
-            chunk_size=g.chunk_size,
-            max_tokens=g.max_tokens,
-            seed=self.config.train.seed,
-            label_classes=self.label_classes,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "preprocessor": self.preprocessor.to_dict(),
-            "relations": self.relations.to_dict(),
-            "label_classes": self.label_classes,
-        }
+def cv_options(config: ExperimentConfig) -> CVOptions:
+    """How :func:`~graphmed.train.cv.run_cv` splits, compares and summarises."""
+    ev = copy.deepcopy(config.eval)
+    return CVOptions(
+        folds=ev.folds,
+        repeats=ev.repeats,
+        seed=ev.seed,
+        label=config.task.label,
+        horizons=ev.horizons,
+        test_missing=dict(ev.test_missing),
+        baselines=list(ev.baselines),
+        bootstrap=ev.bootstrap,
+        risk_groups=ev.risk_groups,
+        baseline_seed=config.train.seed,
+        max_features=config.graph.max_features,
+        monitor=config.train.monitor,
+    )
 
 
-def fit_data(train: Cohort, config: ExperimentConfig) -> FittedData:
+def as_recipe(config: ExperimentConfig | ModelRecipe) -> ModelRecipe:
+    """``config`` as a :class:`ModelRecipe` (a recipe is returned as it is)."""
+    return config if isinstance(config, ModelRecipe) else recipe_from_config(config)
+
+
+def fit_data(train: Cohort, config: ExperimentConfig | ModelRecipe) -> FittedData:
     """Fit preprocessing on the training cohort (every statistic comes from it)."""
-    g = config.graph
+    recipe = as_recipe(config)
+    g = recipe.graph
     pre = CohortPreprocessor(g.standardize_bags, g.max_features).fit(train)
     labels = {}
     for col in train.labels:
         labels[col] = sorted(train.patients[col].dropna().unique().tolist())
-    task = config.task
+    task = recipe.task
     if task.label is not None and task.label not in train.labels:
         from ..errors import did_you_mean
 
@@ -82,11 +83,14 @@ def fit_data(train: Cohort, config: ExperimentConfig) -> FittedData:
             f"task.label is '{task.label}' but the cohort's labels are {train.labels}."
             f"{did_you_mean(task.label, train.labels)}"
         )
-    return FittedData(pre, RelationGraph.from_cohort(train), labels, config)
+    return FittedData(pre, RelationGraph.from_cohort(train), labels, recipe)
 
 
-def resolve_metapaths(relations: RelationGraph, config: ExperimentConfig) -> list[MetaPath]:
+def resolve_metapaths(
+    relations: RelationGraph, config: ExperimentConfig | ModelRecipe
+) -> list[MetaPath]:
     """Meta-paths named by ``model.metapaths``: ``auto``, ``random`` or a list."""
+    config = as_recipe(config)
     spec, max_len = config.model.metapaths, config.model.metapath_max_length
     if spec in ("auto", "random"):
         auto = relations.enumerate_metapaths(max_length=max_len, min_length=1)
@@ -117,17 +121,17 @@ def build_model(
     fit_priors: bool = True,
     bins: DiscreteTimeBins | None = None,
 ) -> GraphMedModel:
-    """The model of ``fitted.config``, with priors and time bins fitted on training data.
+    """The model of ``fitted.recipe``, with priors and time bins fitted on training data.
 
     Args:
-        fitted: Training-fitted preprocessing and relations, with the config.
+        fitted: Training-fitted preprocessing and relations, with the recipe.
         train_graphs: Graphs of the training patients (their layouts set the model).
         train_cohort: The training cohort (event times for discrete-time bins).
         fit_priors: Fit the prompt priors on ``train_graphs`` (False when the
             weights are loaded afterwards).
         bins: Already fitted discrete-time bins (when loading a model).
     """
-    config = fitted.config
+    config = fitted.recipe
     m, task = config.model, config.task
     torch.manual_seed(config.train.seed)
     net = GraphMedNet(
@@ -147,6 +151,7 @@ def build_model(
         heterogeneous=m.heterogeneous,
         metapath_level=m.metapath_level,
         bag_tokens=m.bag_tokens,
+        graph_conv=m.graph_conv,
     )
     if fit_priors:
         net.fit_priors(train_graphs, seed=config.train.seed)
@@ -189,3 +194,111 @@ def stratify_key(cohort: Cohort, label: str | None = None) -> np.ndarray:
     if label is not None:
         key = np.char.add(np.char.add(key, "_"), cohort.patients[label].astype(str).to_numpy())
     return key
+
+
+# ---------------------------------------------------------------- entry points
+def cross_validate(
+    cohort: Cohort,
+    config: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    include_graphmed: bool = True,
+    log=print,
+) -> CVResult:
+    """Cross-validate graphmed and the configured baselines on ``cohort``.
+
+    Writes to ``out_dir`` (when given): ``metrics.json``, ``oof_predictions.csv``,
+    ``config.yaml``, ``log.txt``, per-fold checkpoints and results under
+    ``folds/``, and the reports (Kaplan-Meier plot and others). ``out_dir`` is
+    locked while the run writes (a second run into it is refused). See
+    :func:`graphmed.train.cv.run_cv`, which this calls with the config's
+    option groups.
+    """
+    from .cv import run_cv
+
+    return run_cv(
+        cohort,
+        recipe_from_config(config),
+        cv_options(config),
+        out_dir,
+        config_data=experiment_to_dict(config),
+        resume=resume,
+        include_graphmed=include_graphmed,
+        log=log,
+    )
+
+
+def fit_final(
+    cohort: Cohort,
+    config: ExperimentConfig,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    log=None,
+) -> tuple[TrainedModel, FitHistory]:
+    """Fit a model on a whole cohort (a validation part is carved for early stopping).
+
+    See :func:`graphmed.train.fit.fit_trained_model`, which this calls with the
+    config's option groups.
+    """
+    from .fit import fit_trained_model
+
+    return fit_trained_model(
+        cohort,
+        recipe_from_config(config),
+        experiment_to_dict(config),
+        checkpoint=checkpoint,
+        resume=resume,
+        log=log,
+    )
+
+
+ADDED_OPTIONS = {
+    "graph": {"max_tokens": None},
+    "model": {"linear_path": False, "linear_inputs": "all"},
+}
+"""Options added since models were first saved, with the value that reads an older
+model as it was made (a config saved without the option behaved so)."""
+
+
+def rebuild_model(
+    config_data: dict[str, Any],
+    fitted_data: dict[str, Any],
+    layouts: dict[str, Any],
+    metapaths: list,
+    bins: DiscreteTimeBins | None,
+) -> tuple[GraphMedModel, FittedData, dict[str, Any]]:
+    """The untrained model a saved ``model.json`` describes (its weights are loaded after).
+
+    Returns:
+        The model, its fitted data, and the resolved config as plain data
+        (options added since the model was saved filled in as it was made).
+    """
+    from ..data.preprocess import CohortPreprocessor
+    from .config import experiment_from_dict
+
+    data = {k: {**ADDED_OPTIONS.get(k, {}), **v} for k, v in config_data.items()}
+    config = experiment_from_dict(data)
+    config.model.metapaths = metapaths
+    fitted = FittedData(
+        CohortPreprocessor.from_dict(fitted_data["preprocessor"]),
+        RelationGraph.from_dict(fitted_data["relations"]),
+        fitted_data["label_classes"],
+        recipe_from_config(config),
+    )
+    model = build_model(fitted, _shell_graphs(layouts), None, fit_priors=False, bins=bins)
+    return model, fitted, experiment_to_dict(config)
+
+
+def _shell_graphs(layouts: dict[str, Any]) -> PatientGraphs:
+    """Empty graphs carrying only the layouts (to rebuild a model before loading weights)."""
+    empty = torch.zeros(0)
+    return PatientGraphs(
+        [],
+        layouts,
+        {m: empty for m in layouts},
+        {m: empty for m in layouts},
+        torch.zeros(0, len(layouts), dtype=torch.bool),
+        empty,
+        empty,
+    )

@@ -60,12 +60,18 @@ class ModelConfig:
     linear_path: bool = True
     """Add a frozen elastic-net Cox model on the inputs (fitted on the training patients,
     alpha by inner CV) to the survival head; the graph learns the rest."""
+    linear_refit: bool = False
+    """After training (and the blend), refit the linear path on the whole training fold
+    instead of keeping its fit on the fitting part (the validation part left out)."""
     linear_inputs: Literal["all", "tabular"] = "tabular"
     """What the linear path reads: only the tabular modalities (the clinical table; a
     cohort without one gets no linear path), or every modality."""
     bag_tokens: int | None = 16
     """Pool each bag to this many nodes before the graph (gated attention, linear in the
     bag size); ``None`` keeps one node per instance (attention quadratic in the bag)."""
+    graph_conv: Literal["gatv2", "gin"] = "gatv2"
+    """Message passing over the edges of a ``graph`` modality (e.g. cell graphs):
+    ``GATv2Conv`` or ``GINConv`` (``docs/model.md``, "Graph and text modalities")."""
 
     def __post_init__(self) -> None:
         for key in ("hidden", "heads", "n_prompts", "n_bank", "metapath_max_length"):

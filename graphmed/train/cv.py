@@ -6,6 +6,11 @@ validation part is carved out for early stopping; every statistic
 only; test-time missingness is simulated on the test fold only. Baselines run
 on the same folds. Each finished fold is written to disk at once, so a run
 killed midway resumes where it stopped and loses nothing already written.
+
+This core takes typed arguments only (:class:`~graphmed.train.options.ModelRecipe`,
+:class:`~graphmed.train.options.CVOptions`, :class:`~graphmed.train.options.Fold`);
+``cross_validate(cohort, config)``, re-exported here, is the builder's entry
+point that makes them from an experiment config.
 """
 
 from __future__ import annotations
@@ -18,18 +23,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold
 
 from .._atomic import atomic_path, write_json
 from .._lock import run_lock
 from ..data.cohort import Cohort
 from ..errors import ConfigError, did_you_mean
 from ..graph.relations import RelationGraph
-from ..nn.model import GraphMedModel
-from .builder import FittedData, build_model, fit_data, stratify_key
-from .config import ExperimentConfig, experiment_to_dict
+from ..inference.predict import Predictions
+from .builder import cross_validate, stratify_key
 from .fingerprint import check_resume, run_fingerprint
-from .trainer import Predictions, Trainer
+from .fit import FoldModel, fit_fold_model, fit_model, validation_split
+from .options import CVOptions, Fold, FoldResult, ModelRecipe
 
 
 @dataclass
@@ -43,8 +48,8 @@ class CVResult:
 
 def make_folds(
     cohort: Cohort, folds: int = 5, repeats: int = 1, seed: int = 0, label: str | None = None
-) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """``(repeat, fold, train_index, test_index)`` for stratified k-fold with repeats."""
+) -> list[Fold]:
+    """The :class:`Fold` s of stratified k-fold with repeats, in (repeat, fold) order."""
     key = stratify_key(cohort, label)
     counts = pd.Series(key).value_counts()
     smallest = int(counts.min())
@@ -62,7 +67,7 @@ def make_folds(
     for r in range(repeats):
         skf = StratifiedKFold(folds, shuffle=True, random_state=seed + r)
         for f, (tr, te) in enumerate(skf.split(np.zeros(len(key)), key)):
-            out.append((r, f, tr, te))
+            out.append(Fold(repeat=r, fold=f, train=tr, test=te))
     return out
 
 
@@ -84,44 +89,46 @@ def hide_modalities(cohort: Cohort, rates: dict[str, float], seed: int) -> Cohor
     return cohort
 
 
-def cross_validate(
+def run_cv(
     cohort: Cohort,
-    config: ExperimentConfig,
+    recipe: ModelRecipe,
+    cv: CVOptions,
     out_dir: str | Path | None = None,
     *,
+    config_data: dict[str, Any] | None = None,
     resume: bool = False,
     include_graphmed: bool = True,
     log=print,
 ) -> CVResult:
-    """Cross-validate graphmed and the configured baselines on ``cohort``.
+    """Cross-validate graphmed (``recipe``) and ``cv.baselines`` on ``cohort``.
 
     Writes to ``out_dir`` (when given): ``metrics.json``, ``oof_predictions.csv``,
-    ``config.yaml``, ``log.txt``, per-fold checkpoints and results under
-    ``folds/``, and the reports (Kaplan-Meier plot and others). ``out_dir`` is
-    locked while the run writes (a second run into it is refused).
+    ``config.yaml`` (``config_data``, the resolved config as plain data),
+    ``log.txt``, per-fold checkpoints and results under ``folds/``, and the
+    reports (Kaplan-Meier plot and others). ``out_dir`` is locked while the
+    run writes (a second run into it is refused); ``resume`` continues a run
+    of the same ``config_data`` and cohort.
     """
     if out_dir is None:
-        return _cross_validate(cohort, config, None, resume, include_graphmed, log)
+        return _run_cv(cohort, recipe, cv, None, config_data, resume, include_graphmed, log)
     with run_lock(out_dir, "graphmed run"):
-        return _cross_validate(cohort, config, out_dir, resume, include_graphmed, log)
+        return _run_cv(cohort, recipe, cv, out_dir, config_data, resume, include_graphmed, log)
 
 
-def _cross_validate(cohort, config, out_dir, resume, include_graphmed, log) -> CVResult:
-    ev = config.eval
+def _run_cv(cohort, recipe, cv, out_dir, config_data, resume, include_graphmed, log) -> CVResult:
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
+        data = config_data or {}
         out.mkdir(parents=True, exist_ok=True)
-        check_resume(out, run_fingerprint(cohort, config), resume)  # before anything is written
+        check_resume(out, run_fingerprint(cohort, data), resume)  # before anything is written
         (out / "folds").mkdir(exist_ok=True)
         from ..configuration import dump_yaml
 
-        dump_yaml(experiment_to_dict(config), out / "config.yaml")
+        dump_yaml(data, out / "config.yaml")
     logger = _Logger(out, log)
-    label = config.task.label
-    splits = make_folds(cohort, ev.folds, ev.repeats, ev.seed, label)
     fold_results, frames = [], []
-    for repeat, fold, tr, te in splits:
-        tag = f"r{repeat}f{fold}"
+    for split in make_folds(cohort, cv.folds, cv.repeats, cv.seed, cv.label):
+        tag = split.tag
         fold_dir = out / "folds" / tag if out is not None else None
         done = fold_dir / "result.json" if fold_dir is not None else None
         if resume and done is not None and done.exists():
@@ -131,23 +138,30 @@ def _cross_validate(cohort, config, out_dir, resume, include_graphmed, log) -> C
             continue
         t0 = _time.time()
         result, frame = run_fold(
-            cohort, config, tr, te, repeat, fold, fold_dir, resume, include_graphmed
+            cohort,
+            recipe,
+            split,
+            cv=cv,
+            fold_dir=fold_dir,
+            resume=resume,
+            include_graphmed=include_graphmed,
         )
-        result["seconds"] = round(_time.time() - t0, 2)
+        result.seconds = round(_time.time() - t0, 2)
+        record = result.to_dict()
         if fold_dir is not None:
             with atomic_path(fold_dir / "predictions.csv") as tmp:
                 frame.to_csv(tmp, index=False)
-            write_json(done, result)
+            write_json(done, record)
         logger(
             f"[{tag}] "
             + "  ".join(
-                f"{k} {v.get('c_index', float('nan')):.3f}" for k, v in result["methods"].items()
+                f"{k} {v.get('c_index', float('nan')):.3f}" for k, v in result.methods.items()
             )
         )
-        fold_results.append(result)
+        fold_results.append(record)
         frames.append(frame)
     oof = pd.concat(frames, ignore_index=True)
-    metrics = aggregate(fold_results, cohort, config)
+    metrics = aggregate(fold_results, cohort, cv)
     if out is not None:
         with atomic_path(out / "oof_predictions.csv") as tmp:
             oof.to_csv(tmp, index=False)
@@ -155,135 +169,99 @@ def _cross_validate(cohort, config, out_dir, resume, include_graphmed, log) -> C
         try:
             from .report import write_reports
 
-            metrics["reports"] = write_reports(oof, out, method=ev.risk_groups)
+            metrics["reports"] = write_reports(oof, out, method=cv.risk_groups)
             write_json(out / "metrics.json", metrics)
         except ValueError as err:  # a report that cannot be drawn must not lose the run
             logger(f"reports skipped: {err}")
     return CVResult(metrics, oof, out)
 
 
-def run_fold(cohort, config, tr, te, repeat, fold, fold_dir, resume, include_graphmed=True):
-    """Train and test one fold; return its result dict and prediction frame."""
+def run_fold(
+    cohort: Cohort,
+    recipe: ModelRecipe,
+    fold: Fold,
+    *,
+    cv: CVOptions,
+    fold_dir: Path | None = None,
+    resume: bool = False,
+    include_graphmed: bool = True,
+) -> tuple[FoldResult, pd.DataFrame]:
+    """Train and test one fold; return its result and prediction frame.
+
+    Args:
+        cohort: All patients; ``fold`` says which train and which test.
+        recipe: The graphmed model to fit on the training fold.
+        fold: The split.
+        cv: Baselines, metric horizons and test-time missingness.
+        fold_dir: Where the checkpoint goes (``None``: no checkpoint).
+        resume: Continue from the checkpoint in ``fold_dir``.
+        include_graphmed: Fit graphmed (False: the baselines only).
+    """
     from ..metrics import survival_metrics
 
-    ev, label = config.eval, config.task.label
-    train_c = cohort.subset(np.asarray(cohort.patient_ids)[tr])
-    test_c = cohort.subset(np.asarray(cohort.patient_ids)[te])
-    if ev.test_missing:
-        test_c = hide_modalities(test_c, ev.test_missing, seed=ev.seed * 1009 + repeat * 101 + fold)
-    fit_ids, val_ids = validation_split(train_c, config, repeat, fold)
+    repeat, k, label = fold.repeat, fold.fold, cv.label
+    ids = np.asarray(cohort.patient_ids)
+    train_c = cohort.subset(ids[fold.train])
+    test_c = cohort.subset(ids[fold.test])
+    if cv.test_missing:
+        test_c = hide_modalities(test_c, cv.test_missing, seed=cv.seed * 1009 + repeat * 101 + k)
+    t = recipe.train
+    fit_ids, val_ids = validation_split(train_c, t.val_fraction, t.seed, label, repeat, k)
     methods: dict[str, dict[str, float]] = {}
-    history = {"best_epoch": None, "epochs_run": 0, "best_score": None}
+    history = None
     if include_graphmed:
         ckpt = fold_dir / "checkpoint.pt" if fold_dir is not None else None
-        fm = fit_fold_model(train_c, config, repeat, fold, checkpoint=ckpt, resume=resume)
-        history, model = fm.history, fm.model
+        fm = fit_model(train_c, recipe, repeat=repeat, fold=k, checkpoint=ckpt, resume=resume)
+        history = fm.history
         preds = fm.predict(test_c)
-        methods["graphmed"] = _metrics(train_c, test_c, preds, config)
-        frame = predictions_frame(test_c, preds, fm.fitted.relations, model, repeat, fold, label)
+        methods["graphmed"] = _metrics(train_c, test_c, preds, label, cv.horizons)
+        frame = predictions_frame(test_c, preds, fm.fitted.relations, fm.model, repeat, k, label)
     else:
         frame = pd.DataFrame(
             {
                 "patient_id": test_c.patient_ids,
                 "repeat": repeat,
-                "fold": fold,
+                "fold": k,
                 "time": test_c.time,
                 "event": test_c.event,
             }
         )
-    for name in ev.baselines:
+    for name in cv.baselines:
         from .baselines import make_baseline
 
         # the baselines see the same columns as graphmed (its variance filter's cap)
         baseline = make_baseline(
-            name, seed=config.train.seed, max_vector_features=config.graph.max_features
+            name, seed=cv.baseline_seed, max_vector_features=cv.max_features
         ).fit(train_c)
         risk = baseline.predict_risk(test_c)
         methods[name] = survival_metrics(
-            train_c.time, train_c.event, test_c.time, test_c.event, risk, horizons=ev.horizons
+            train_c.time, train_c.event, test_c.time, test_c.event, risk, horizons=cv.horizons
         )
         frame[f"risk_{name}"] = risk
-    result = {
-        "repeat": repeat,
-        "fold": fold,
-        "n_train": len(fit_ids),
-        "n_val": len(val_ids),
-        "n_test": test_c.n_patients,
-        "test_present": test_c.present_mask().mean().round(4).to_dict(),
-        "best_epoch": history["best_epoch"],
-        "epochs_run": history["epochs_run"],
-        "monitor": config.train.monitor,
-        "monitor_used": history.get("monitor_used"),  # differs when the fallback was taken
-        "best_val_score": history["best_score"],  # C-index, or minus the loss (monitor)
-        "methods": methods,
-    }
+    result = FoldResult(
+        repeat=repeat,
+        fold=k,
+        n_train=len(fit_ids),
+        n_val=len(val_ids),
+        n_test=test_c.n_patients,
+        test_present=test_c.present_mask().mean().round(4).to_dict(),
+        best_epoch=history.best_epoch if history else None,
+        epochs_run=history.epochs_run if history else 0,
+        monitor=cv.monitor,
+        monitor_used=history.monitor_used if history else None,  # differs after a fallback
+        best_val_score=history.best_score if history else None,  # C-index, or minus the loss
+        methods=methods,
+    )
     return result, frame
 
 
-@dataclass
-class FoldModel:
-    """A graphmed model trained on one training fold; it predicts any cohort.
-
-    Attributes:
-        fitted: Preprocessing and relations fitted on the training fold.
-        model: The trained model (best validation weights).
-        trainer: The :class:`Trainer` that fitted it (and predicts with it).
-        history: What :meth:`Trainer.fit` returned.
-        fit_ids, val_ids: The training fold's fitting and validation patients.
-    """
-
-    fitted: FittedData
-    model: GraphMedModel
-    trainer: Trainer
-    history: dict[str, Any]
-    fit_ids: np.ndarray
-    val_ids: np.ndarray
-
-    def predict(self, cohort: Cohort) -> Predictions:
-        """Predictions for ``cohort`` (e.g. a test fold, or several masked copies of it)."""
-        return self.trainer.predict(self.model, self.fitted.graphs(cohort))
-
-
-def validation_split(
-    train_c: Cohort, config: ExperimentConfig, repeat: int = 0, fold: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Patient ids ``(fit, val)``: the seeded early-stopping split of a training fold."""
-    return train_test_split(
-        np.asarray(train_c.patient_ids),
-        test_size=config.train.val_fraction,
-        stratify=stratify_key(train_c, config.task.label),
-        random_state=config.train.seed + 7919 * repeat + fold,
-    )
-
-
-def fit_fold_model(
+def _metrics(
     train_c: Cohort,
-    config: ExperimentConfig,
-    repeat: int = 0,
-    fold: int = 0,
-    *,
-    checkpoint: str | Path | None = None,
-    resume: bool = False,
-    log=None,
-) -> FoldModel:
-    """Train graphmed on a training fold, as :func:`cross_validate` does for each fold.
-
-    Everything is fitted on ``train_c`` only; early stopping watches the
-    validation part of :func:`validation_split`. The returned model can then
-    be evaluated on any number of test cohorts (e.g. one test fold with
-    modalities hidden at several rates) without retraining.
-    """
-    fit_ids, val_ids = validation_split(train_c, config, repeat, fold)
-    fitted = fit_data(train_c, config)  # the whole training fold; never the test fold
-    train_g = fitted.graphs(train_c.subset(fit_ids))
-    val_g = fitted.graphs(train_c.subset(val_ids))
-    model = build_model(fitted, train_g, train_c)
-    trainer = Trainer(config.train, log=log)
-    history = trainer.fit(model, train_g, val_g, checkpoint=checkpoint, resume=resume)
-    return FoldModel(fitted, model, trainer, history, fit_ids, val_ids)
-
-
-def _metrics(train_c: Cohort, test_c: Cohort, preds: Predictions, config) -> dict[str, float]:
+    test_c: Cohort,
+    preds: Predictions,
+    label: str | None,
+    horizons: list[float] | None,
+) -> dict[str, float]:
     # scikit-survival is imported when metrics are computed, not when graphmed is.
     from ..metrics import classification_metrics, survival_metrics
 
@@ -298,10 +276,9 @@ def _metrics(train_c: Cohort, test_c: Cohort, preds: Predictions, config) -> dic
                 preds.risk,
                 surv=preds.survival,
                 times=preds.survival_times,
-                horizons=config.eval.horizons,
+                horizons=horizons,
             )
         )
-    label = config.task.label
     if label is not None and label in preds.proba:
         classes = {v: k for k, v in enumerate(sorted(train_c.patients[label].dropna().unique()))}
         y = test_c.patients[label].map(classes)
@@ -339,7 +316,7 @@ def predictions_frame(cohort, preds, relations: RelationGraph, model, repeat, fo
     return frame
 
 
-def aggregate(fold_results: list[dict], cohort: Cohort, config: ExperimentConfig) -> dict[str, Any]:
+def aggregate(fold_results: list[dict], cohort: Cohort, cv: CVOptions) -> dict[str, Any]:
     """Mean, sd and bootstrap CI of every metric of every method over folds."""
     from ..metrics import summarise
 
@@ -352,17 +329,17 @@ def aggregate(fold_results: list[dict], cohort: Cohort, config: ExperimentConfig
             values = [r["methods"].get(name, {}).get(key, float("nan")) for r in fold_results]
             if not all(isinstance(v, (int, float)) for v in values):
                 continue
-            stats = summarise(values, n_boot=config.eval.bootstrap, seed=config.eval.seed)
+            stats = summarise(values, n_boot=cv.bootstrap, seed=cv.seed)
             methods[name][key] = {"per_fold": values, **stats}
     top = methods.get("graphmed", {}).get("c_index", {})
     return {
         "cohort": cohort.name,
         "n_patients": cohort.n_patients,
-        "folds": config.eval.folds,
-        "repeats": config.eval.repeats,
-        "test_missing": dict(config.eval.test_missing),
+        "folds": cv.folds,
+        "repeats": cv.repeats,
+        "test_missing": dict(cv.test_missing),
         # what every method saw (graphmed and the baselines get the same columns)
-        "inputs": {"max_vector_features": config.graph.max_features},
+        "inputs": {"max_vector_features": cv.max_features},
         "c_index": top,
         "methods": methods,
         "per_fold": fold_results,
@@ -390,5 +367,7 @@ __all__ = [
     "fit_fold_model",
     "hide_modalities",
     "make_folds",
+    "run_cv",
+    "run_fold",
     "validation_split",
 ]

@@ -20,19 +20,17 @@ import numpy as np
 from .._atomic import write_json
 from ..data.cohort import Cohort
 from ..errors import GraphMedError
-from .config import ExperimentConfig, experiment_to_dict
 
 FINGERPRINT = "fingerprint.json"
 IGNORED = (("train", "progress"), ("train", "device"))
 """Config keys that do not change results, so a resume may change them."""
 
 
-def run_fingerprint(cohort: Cohort, config: ExperimentConfig) -> dict[str, Any]:
-    """The config (as plain data, less :data:`IGNORED`), its hash, and the cohort's hash."""
-    conf = experiment_to_dict(config)
+def run_fingerprint(cohort: Cohort, config: dict[str, Any]) -> dict[str, Any]:
+    """The config (plain data, less :data:`IGNORED`), its hash, and the cohort's hash."""
+    conf = json.loads(json.dumps(config))  # a copy, as read back from the file
     for section, key in IGNORED:
         conf.get(section, {}).pop(key, None)
-    conf = json.loads(json.dumps(conf))  # as read back from the file
     h = hashlib.sha256()
     for pid in cohort.patient_ids:
         h.update(str(pid).encode() + b"\0")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import copy
 import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,25 +14,11 @@ from .._atomic import atomic_path
 from .._safeload import load_tensors, plain
 from ..errors import GraphMedError
 from ..graph.build import PatientGraphs
+from ..inference.model import resolve_device
+from ..inference.predict import Predictions, autocast, forward_chunks, predict
 from ..nn.model import GraphMedModel
-from .builder import resolve_device
 from .config import TrainConfig
-
-
-@dataclass
-class Predictions:
-    """Per-patient outputs of a model, as numpy arrays in the graphs' patient order."""
-
-    patient_ids: list[str]
-    embedding: np.ndarray
-    modality_embeddings: np.ndarray
-    modality_attention: np.ndarray
-    metapath_attention: np.ndarray
-    completed: np.ndarray
-    risk: np.ndarray | None = None
-    survival: np.ndarray | None = None
-    survival_times: np.ndarray | None = None
-    proba: dict[str, np.ndarray] = field(default_factory=dict)
+from .options import FitHistory
 
 
 def make_adamw(params, **kwargs) -> torch.optim.AdamW:
@@ -77,11 +61,7 @@ class Trainer:
         return make_adamw(groups, weight_decay=self.config.weight_decay)
 
     def _autocast(self):
-        precision = self.config.precision
-        if self.device.type != "cuda" or precision == "fp32":
-            return torch.autocast(self.device.type, enabled=False)
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return autocast(self.device, self.config.precision)
 
     def _progress(self, total: int, desc: str):
         from tqdm.auto import tqdm
@@ -97,7 +77,7 @@ class Trainer:
         val: PatientGraphs | None = None,
         checkpoint: str | Path | None = None,
         resume: bool = False,
-    ) -> dict[str, Any]:
+    ) -> FitHistory:
         """Train ``model`` in place; on return it holds the best validation weights.
 
         Early stopping watches ``train.monitor`` on ``val`` (see
@@ -220,15 +200,15 @@ class Trainer:
         blend = None
         if cfg.linear_blend and state["best_epoch"] >= 0 and state["monitor_used"] != "train_loss":
             blend = self._blend(model, val_d, state["best_score"])
-        return {
-            "history": state["history"],
-            "best_epoch": state["best_epoch"],
-            "best_score": state["best_score"],
-            "stopped_early": stopped or state["bad"] >= cfg.patience,
-            "epochs_run": state["epoch"],
-            "monitor_used": state["monitor_used"],
-            "linear_blend": blend,
-        }
+        return FitHistory(
+            history=state["history"],
+            best_epoch=state["best_epoch"],
+            best_score=state["best_score"],
+            stopped_early=stopped or state["bad"] >= cfg.patience,
+            epochs_run=state["epoch"],
+            monitor_used=state["monitor_used"],
+            linear_blend=blend,
+        )
 
     def _blend(self, model: GraphMedModel, val: PatientGraphs, full: float) -> float | None:
         """Scale the survival head to the weight ``w`` of the graph part, ``risk = linear +
@@ -316,13 +296,6 @@ class Trainer:
                     return float("nan")
         return -self.validation_loss(model, val)
 
-    def _forward_chunks(self, model: GraphMedModel, graphs: PatientGraphs, batch_size: int):
-        """Model outputs for ``graphs`` (already on the device), ``batch_size`` at a time."""
-        for start in range(0, len(graphs), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(graphs)), device=self.device)
-            with self._autocast():
-                yield model(graphs.batch(idx))
-
     @torch.no_grad()
     def validation_loss(
         self, model: GraphMedModel, val: PatientGraphs, batch_size: int = 1024
@@ -331,7 +304,7 @@ class Trainer:
         model.eval()
         val = val.to(self.device)
         raw: dict[str, list[torch.Tensor]] = {name: [] for name in model.heads}
-        for out in self._forward_chunks(model, val, batch_size):
+        for out in forward_chunks(model, val, batch_size, self.config.precision):
             for name in model.heads:
                 raw[name].append(out.heads[name].float())
         total = 0.0
@@ -344,53 +317,16 @@ class Trainer:
             total += model.weights[name] * float(part)
         return total
 
-    # ---------------------------------------------------------------- predict
-    @torch.no_grad()
     def predict(
         self, model: GraphMedModel, graphs: PatientGraphs, batch_size: int = 1024
     ) -> Predictions:
-        """Outputs for every patient of ``graphs`` (evaluation mode, no completion noise)."""
-        model.eval()
-        model.to(self.device)
-        graphs = graphs.to(self.device)
-        parts: dict[str, list[torch.Tensor]] = {}
-        for out in self._forward_chunks(model, graphs, batch_size):
-            net = out.net
-            row = {
-                "embedding": net.embedding,
-                "modality_embeddings": net.modality_embeddings,
-                "modality_attention": net.modality_attention,
-                "metapath_attention": net.metapath_attention,
-                "completed": net.completed,
-            }
-            for name, head in model.heads.items():
-                raw = out.heads[name].float()
-                if head.kind == "classification":
-                    row[f"proba:{name}"] = head.proba(raw)
-                else:
-                    row["risk"] = head.risk(raw)
-                    if head.kind == "discrete":
-                        row["survival"] = head.survival(raw)
-            for k, v in row.items():
-                parts.setdefault(k, []).append(
-                    v.float().cpu() if v.is_floating_point() else v.cpu()
-                )
-        cat = {k: torch.cat(v).numpy() for k, v in parts.items()}
-        survival_head = model.heads["survival"] if "survival" in model.heads else None
-        times = None
-        if survival_head is not None and survival_head.kind == "discrete":
-            times = np.asarray(survival_head.bins.edges[1:], dtype=float)
-        return Predictions(
-            patient_ids=list(graphs.patient_ids),
-            embedding=cat["embedding"],
-            modality_embeddings=cat["modality_embeddings"],
-            modality_attention=cat["modality_attention"],
-            metapath_attention=cat["metapath_attention"],
-            completed=cat["completed"],
-            risk=cat.get("risk"),
-            survival=cat.get("survival"),
-            survival_times=times,
-            proba={k.split(":", 1)[1]: v for k, v in cat.items() if k.startswith("proba:")},
+        """:func:`graphmed.inference.predict` on this trainer's device and precision."""
+        return predict(
+            model,
+            graphs,
+            device=self.device,
+            batch_size=batch_size,
+            precision=self.config.precision,
         )
 
     # ------------------------------------------------------------ checkpoints

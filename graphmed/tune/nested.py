@@ -20,7 +20,6 @@ import json
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,9 @@ from optuna.trial import TrialState
 from .._atomic import write_json
 from ..data.cohort import Cohort
 from ..metrics import summarise
-from ..train.config import ExperimentConfig
 from ..train.cv import make_folds, run_fold
-from .objective import metric_direction
+from ..train.options import CVOptions, Fold
+from .builder import NestedPlan, nested_plan
 from .outputs import study_counts, write_outputs
 from .search_space import SearchSpace
 from .study import run_study
@@ -44,7 +43,7 @@ _POLL_SECONDS = 5.0
 
 def nested_tune(
     cohort: Cohort,
-    base: ExperimentConfig,
+    base,
     space: SearchSpace,
     *,
     study_name: str,
@@ -64,7 +63,9 @@ def nested_tune(
 
     Args:
         cohort: All patients; outer folds come from ``base.eval``.
-        base: The config the space is applied to (also the untuned comparison).
+        base: The config the space is applied to (also the untuned comparison);
+            read only by :func:`graphmed.tune.builder.nested_plan`, which makes
+            the typed objects the folds run on.
         space: The search space.
         study_name: Prefix of the per-fold study names.
         storage: From :func:`~graphmed.tune.study.open_storage`.
@@ -85,26 +86,23 @@ def nested_tune(
     """
     log = log or (lambda line: None)
     out = Path(out_dir)
-    direction = metric_direction(metric, base)
-    label = base.task.label
-    quiet = replace(base, train=replace(base.train, progress=False))
+    plan = nested_plan(base, space, metric=metric)
+    outer = plan.outer
     ids = np.asarray(cohort.patient_ids)
     t_start = time.time()
     per_fold = []
-    for repeat, fold, tr, te in make_folds(
-        cohort, base.eval.folds, base.eval.repeats, base.eval.seed, label
-    ):
-        tag = f"r{repeat}f{fold}"
-        train_c = cohort.subset(ids[tr])
+    for split in make_folds(cohort, outer.folds, outer.repeats, outer.seed, outer.label):
+        tag = split.tag
+        train_c = cohort.subset(ids[split.train])
         name = f"{study_name}-{tag}"
         log(
             f"outer fold {tag}: tuning on {train_c.n_patients} training patients "
-            f"({len(te)} test patients held out), study '{name}'"
+            f"({len(split.test)} test patients held out), study '{name}'"
         )
         remaining = n_trials - _finished(storage, name)
         result = run_study(
             train_c,
-            quiet,
+            plan.study_base,
             space,
             study_name=name,
             storage=storage,
@@ -113,7 +111,7 @@ def nested_tune(
             inner_folds=inner_folds,
             pruner=pruner,
             timeout=timeout,
-            seed=None if seed is None else seed + 1000 * repeat + fold,
+            seed=None if seed is None else seed + 1000 * split.repeat + split.fold,
             max_trials=n_trials,
             log=log,
         )
@@ -121,16 +119,7 @@ def nested_tune(
         _wait_for_other_workers(study, wait_for_others, log)
         fold_dir = out / "folds" / tag
         write_outputs(study, fold_dir, base, space, plots=False)
-        record = _outer_fold(
-            cohort,
-            base,
-            space,
-            study,
-            (tr, te, repeat, fold),
-            compare_base,
-            fold_dir,
-            result.seconds,
-        )
+        record = _outer_fold(cohort, plan, study, split, compare_base, fold_dir, result.seconds)
         per_fold.append(record)
         scores = ", ".join(
             f"{m} {v.get(metric, float('nan')):.4f}" for m, v in record["methods"].items()
@@ -142,15 +131,15 @@ def nested_tune(
     summary = {
         "cohort": cohort.name,
         "n_patients": cohort.n_patients,
-        "outer_folds": base.eval.folds,
-        "repeats": base.eval.repeats,
+        "outer_folds": outer.folds,
+        "repeats": outer.repeats,
         "inner_folds": inner_folds,
         "n_trials_per_fold": n_trials,
         "metric": metric,
-        "direction": direction,
+        "direction": plan.direction,
         "study_prefix": study_name,
         "estimate": {},
-        "methods": _aggregate(per_fold, base),
+        "methods": _aggregate(per_fold, outer),
         "per_fold": per_fold,
         "seconds_this_run": round(time.time() - t_start, 1),  # a resumed run counts only itself
     }
@@ -194,9 +183,16 @@ def _finished(storage: optuna.storages.BaseStorage, name: str) -> int:
     return len(storage.get_all_trials(study_id, deepcopy=False, states=_FINISHED))
 
 
-def _outer_fold(cohort, base, space, study, split, compare_base, fold_dir, seconds_tuning):
+def _outer_fold(
+    cohort: Cohort,
+    plan: NestedPlan,
+    study: optuna.Study,
+    split: Fold,
+    compare_base: bool,
+    fold_dir: Path,
+    seconds_tuning: float,
+) -> dict[str, Any]:
     """Refit the best config on the outer training fold and score it on the test fold."""
-    tr, te, repeat, fold = split
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best = study.best_trial if complete else None
     params = dict(best.params) if best is not None else {}
@@ -210,31 +206,26 @@ def _outer_fold(cohort, base, space, study, split, compare_base, fold_dir, secon
                 previous["states"] = study_counts(study)
                 write_json(done, previous)
             return previous
-    tuned = space.apply(base, params)
-    tuned = replace(tuned, train=replace(tuned.train, progress=False))
+    recipe, cv = plan.tuned(params)
     t0 = time.time()
-    result, _ = run_fold(cohort, tuned, tr, te, repeat, fold, None, False)
-    methods = {"graphmed_tuned": result["methods"].pop("graphmed"), **result["methods"]}
+    result, _ = run_fold(cohort, recipe, split, cv=cv)
+    methods = {"graphmed_tuned": result.methods.pop("graphmed"), **result.methods}
     if compare_base:
-        plain = replace(
-            base,
-            train=replace(base.train, progress=False),
-            eval=replace(base.eval, baselines=[]),
-        )
-        base_result, _ = run_fold(cohort, plain, tr, te, repeat, fold, None, False)
-        methods["graphmed_base"] = base_result["methods"]["graphmed"]
+        recipe, cv = plan.untuned
+        base_result, _ = run_fold(cohort, recipe, split, cv=cv)
+        methods["graphmed_base"] = base_result.methods["graphmed"]
     record = {
-        "repeat": repeat,
-        "fold": fold,
-        "n_train": int(len(tr)),
-        "n_test": int(len(te)),
+        "repeat": split.repeat,
+        "fold": split.fold,
+        "n_train": int(len(split.train)),
+        "n_test": int(len(split.test)),
         "study": study.study_name,
         "states": study_counts(study),
         "best_trial": best.number if best is not None else None,
         "best_inner_value": round(best.value, 6) if best is not None else None,
         "best_params": params,
         "compare_base": compare_base,
-        "epochs_run": result["epochs_run"],
+        "epochs_run": result.epochs_run,
         "methods": methods,
         "seconds_tuning": seconds_tuning,
         "seconds_refit": round(time.time() - t0, 2),
@@ -243,7 +234,7 @@ def _outer_fold(cohort, base, space, study, split, compare_base, fold_dir, secon
     return record
 
 
-def _aggregate(per_fold: list[dict[str, Any]], base: ExperimentConfig) -> dict[str, Any]:
+def _aggregate(per_fold: list[dict[str, Any]], outer: CVOptions) -> dict[str, Any]:
     names = list(dict.fromkeys(m for r in per_fold for m in r["methods"]))
     out: dict[str, Any] = {}
     for name in names:
@@ -251,7 +242,7 @@ def _aggregate(per_fold: list[dict[str, Any]], base: ExperimentConfig) -> dict[s
         out[name] = {}
         for key in keys:
             values = [r["methods"].get(name, {}).get(key, float("nan")) for r in per_fold]
-            stats = summarise(values, n_boot=base.eval.bootstrap, seed=base.eval.seed)
+            stats = summarise(values, n_boot=outer.bootstrap, seed=outer.seed)
             out[name][key] = {"per_fold": values, **stats}
     return out
 

@@ -8,6 +8,10 @@ and scores the held-out inner fold; the trial's value is the mean over inner
 folds. After every fold the running mean is reported to Optuna, so a pruner
 can stop a poor trial after its first folds.
 
+The trial runs on typed objects only: :func:`graphmed.tune.builder.trial_plan`
+turns the base config and the space into them (``known_metrics`` and
+``metric_direction``, re-exported here, live there too).
+
 A trial that cannot be scored (loss became NaN, out of memory, a parameter
 combination the model refuses such as ``hidden`` not divisible by ``heads``)
 raises :class:`TrialFailed`; the study records it as failed and goes on.
@@ -21,61 +25,24 @@ import socket
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import optuna
 
 from ..data.cohort import Cohort
 from ..errors import ConfigError, did_you_mean
-from ..train.config import ExperimentConfig
 from ..train.cv import make_folds, run_fold
+from ..train.options import FoldResult
+from .builder import MINIMIZE, known_metrics, metric_direction, trial_plan
 from .search_space import SearchSpace
-
-#: Metrics where lower is better; every other metric is maximised.
-MINIMIZE: tuple[str, ...] = ("ibs",)
-_SURVIVAL_METRICS = ("c_index", "uno_c", "mean_auc", "td_auc_q25", "td_auc_q50", "td_auc_q75")
-_LABEL_METRICS = ("auroc", "accuracy", "balanced_accuracy")
 
 
 class TrialFailed(Exception):
-    """A trial that cannot be scored; Optuna records it as failed and the study goes on."""
+    """The trial runs on typed objects only: :func:`graphmed.tune.builder.trial_plan`
+    turns the base config and the space into them (``known_metrics`` and
+    ``metric_direction``, re-exported here, live there too).
 
-
-def known_metrics(config: ExperimentConfig) -> list[str]:
-    """The metric names a trial of ``config`` produces (see :func:`graphmed.metrics`)."""
-    names: list[str] = []
-    if config.task.survival != "none":
-        names += list(_SURVIVAL_METRICS)
-        if config.eval.horizons:
-            names += [f"td_auc@{h:g}" for h in config.eval.horizons]
-        if config.task.survival == "discrete":
-            names.append("ibs")
-    if config.task.label is not None:
-        names += [f"{config.task.label}_{m}" for m in _LABEL_METRICS]
-    return names
-
-
-def metric_direction(metric: str, config: ExperimentConfig) -> str:
-    """``"maximize"`` or ``"minimize"`` for ``metric``; raise for a metric no trial reports.
-
-    Raises:
-        ConfigError: ``metric`` is not produced by ``config``'s heads, with the
-            close match and the list of valid names.
-    """
-    names = known_metrics(config)
-    if metric not in names:
-        why = (
-            " (ibs needs task.survival=discrete)"
-            if metric == "ibs" and config.task.survival != "discrete"
-            else ""
-        )
-        raise ConfigError(
-            f"unknown metric '{metric}'{why}; this config reports {', '.join(names)}."
-            f"{did_you_mean(metric, names)}"
-        )
-    return "minimize" if metric in MINIMIZE else "maximize"
+    A trial that cannot be scored; Optuna records it as failed and the study goes on."""
 
 
 def worker_id() -> str:
@@ -88,7 +55,9 @@ class InnerCVObjective:
 
     Args:
         cohort: The patients to tune on (the training patients only).
-        base: The config the space's values are applied to.
+        base: The config the space's values are applied to; it is read only
+            by :func:`graphmed.tune.builder.trial_plan`, which makes the typed
+            :class:`~graphmed.tune.builder.TrialPlan` this objective runs.
         space: The search space.
         metric: Metric name (default Harrell's C-index, ``"c_index"``).
         inner_folds: Folds of the inner cross-validation (at least 2).
@@ -100,7 +69,7 @@ class InnerCVObjective:
     def __init__(
         self,
         cohort: Cohort,
-        base: ExperimentConfig,
+        base,
         space: SearchSpace,
         *,
         metric: str = "c_index",
@@ -108,32 +77,26 @@ class InnerCVObjective:
         seed: int | None = None,
         log: Callable[[str], None] | None = None,
     ):
-        if inner_folds < 2:
-            raise ConfigError(f"inner_folds must be at least 2, got {inner_folds}")
-        self.direction = metric_direction(metric, base)
-        base = replace(
-            base,
-            train=replace(base.train, progress=False),
-            eval=replace(base.eval, baselines=[]),
-        )
-        space.validate(base)
-        self.cohort, self.base, self.space, self.metric = cohort, base, space, metric
-        self.inner_folds = inner_folds
-        seed = base.eval.seed if seed is None else seed
-        self.folds = make_folds(cohort, inner_folds, 1, seed, base.task.label)
+        plan = trial_plan(base, space, metric=metric, inner_folds=inner_folds, seed=seed)
+        self.cohort, self.plan, self.metric = cohort, plan, plan.options.metric
+        self.direction = plan.direction
+        self.inner_folds = plan.options.inner_folds
+        opts = plan.options
+        self.folds = make_folds(cohort, opts.inner_folds, 1, opts.seed, opts.label)
         self.log = log or (lambda line: None)
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", worker_id())
-        params = self.space.suggest(trial, self.base)
+        params = self.plan.suggest(trial)
         t0 = time.time()
         try:
-            config = self.space.apply(self.base, params)
+            recipe = self.plan.recipe(params)
         except ConfigError as err:
             raise self._failed(trial, err) from err
         values: list[float] = []
         epochs: list[int] = []
-        for k, (_, _, tr, te) in enumerate(self.folds):
+        for fold in self.folds:
+            k = fold.fold
             try:
                 with (
                     warnings.catch_warnings()
@@ -141,7 +104,7 @@ class InnerCVObjective:
                     warnings.filterwarnings(
                         "ignore", category=UserWarning, module=r"graphmed\.metrics"
                     )
-                    result, _ = run_fold(self.cohort, config, tr, te, 0, k, None, False)
+                    result, _ = run_fold(self.cohort, recipe, fold, cv=self.plan.cv)
             except Exception as err:  # noqa: BLE001 - any failure of one config ends the trial only
                 raise self._failed(trial, err) from err
             value = self._value(result)
@@ -150,7 +113,7 @@ class InnerCVObjective:
                     trial, TrialFailed(f"{self.metric} is {value} on inner fold {k}")
                 )
             values.append(value)
-            epochs.append(int(result["epochs_run"]))
+            epochs.append(int(result.epochs_run))
             self.log(f"  trial {trial.number} fold {k}: {self.metric} {value:.4f}")
             running = float(np.mean(values))
             trial.report(running, step=k)
@@ -163,8 +126,8 @@ class InnerCVObjective:
         self._record(trial, values, epochs, t0)
         return float(np.mean(values))
 
-    def _value(self, result: dict[str, Any]) -> float:
-        scores = result["methods"]["graphmed"]
+    def _value(self, result: FoldResult) -> float:
+        scores = result.methods["graphmed"]
         if self.metric not in scores:  # a bug or a config the checks above missed: stop loudly
             raise ConfigError(
                 f"metric '{self.metric}' is not among the fold's metrics {sorted(scores)}."

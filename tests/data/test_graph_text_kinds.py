@@ -315,3 +315,12 @@ def test_a_sentence_model_without_the_package_says_how_to_install(tmp_path, monk
     with pytest.raises(CohortError, match=r"pip install sentence-transformers.*or use 'tfidf'"):
         text_kind.fit_text(["a report"], {"encoder": str(tmp_path)})
     text_kind._sentence_model.cache_clear()
+
+
+@pytest.mark.parametrize("conv, layer", [("gatv2", "GATv2Conv"), ("gin", "GINConv")])
+def test_model_graph_conv_chooses_the_message_passing(conv, layer):
+    cohort = _cohort(30)
+    config = load_experiment(None, [*FAST, f"model.graph_conv={conv}"])
+    fitted = fit_data(cohort, config)
+    net = build_model(fitted, fitted.graphs(cohort), cohort).net
+    assert {type(c).__name__ for c in net.encoders["cells"].convs} == {layer}

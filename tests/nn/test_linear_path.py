@@ -229,3 +229,24 @@ def test_linear_blend_keeps_the_graph_weight_that_scores_best_on_validation(
         head.weight.zero_(), head.bias.zero_()
     linear_risk = trained.predict(linear_cohort).risk
     np.testing.assert_allclose(half_risk - linear_risk, 0.5 * (full_risk - linear_risk), atol=1e-4)
+
+
+def test_linear_refit_uses_every_training_patient_after_training(linear_cohort):
+    from graphmed.train.cv import fit_fold_model
+
+    overrides = [*FAST, "train.progress=false", "model.linear_inputs=all"]
+    kept = fit_fold_model(linear_cohort, load_experiment(None, overrides))
+    refit = fit_fold_model(
+        linear_cohort, load_experiment(None, [*overrides, "model.linear_refit=true"])
+    )
+    # Before training both paths are fitted on the fitting part alone; after it the
+    # refit path holds the fit on the whole training cohort, the other is untouched.
+    fit_only = LinearCoxPath(kept.layouts)
+    fit_linear_path(fit_only, kept.fitted.graphs(linear_cohort.subset(kept.fit_ids)))
+    whole = LinearCoxPath(refit.layouts)
+    fit_linear_path(whole, refit.fitted.graphs(linear_cohort))
+    torch.testing.assert_close(kept.model.linear.weight, fit_only.weight)
+    torch.testing.assert_close(refit.model.linear.weight, whole.weight)
+    assert not torch.allclose(whole.weight, fit_only.weight)
+    # Everything else is trained the same way.
+    assert kept.history["best_epoch"] == refit.history["best_epoch"]

@@ -60,10 +60,10 @@ def test_resume_after_a_kill_loses_nothing(cohort, tmp_path, monkeypatch):
     full = graphmed.cross_validate(cohort, _config(), None, log=None)
     real = cv_module.run_fold
 
-    def dies_on_fold_2(*args, **kwargs):
-        if args[5] == 2:
+    def dies_on_fold_2(cohort, recipe, fold, **kwargs):
+        if fold.fold == 2:
             raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
+        return real(cohort, recipe, fold, **kwargs)
 
     monkeypatch.setattr(cv_module, "run_fold", dies_on_fold_2)
     with pytest.raises(KeyboardInterrupt):

@@ -7,7 +7,7 @@ import pytest
 
 import graphmed
 from graphmed.errors import GraphMedError
-from graphmed.train.config import load_experiment
+from graphmed.train.config import experiment_to_dict, load_experiment
 from graphmed.train.fingerprint import FINGERPRINT, run_fingerprint
 
 FAST = [
@@ -88,16 +88,20 @@ def test_a_fresh_run_replaces_the_fingerprint(cohort, run):
 
 
 def test_fingerprint_ignores_progress_and_device_only(cohort):
-    base = run_fingerprint(cohort, load_experiment(None, FAST))
-    same = run_fingerprint(cohort, load_experiment(None, [*FAST, "train.device=cuda"]))
+    base = run_fingerprint(cohort, _data(FAST))
+    same = run_fingerprint(cohort, _data([*FAST, "train.device=cuda"]))
     assert same["config_hash"] == base["config_hash"]
     assert (
-        run_fingerprint(cohort, load_experiment(None, [*FAST, "train.seed=1"]))["config_hash"]
+        run_fingerprint(cohort, _data([*FAST, "train.seed=1"]))["config_hash"]
         != base["config_hash"]
     )
     flipped = cohort.subset(cohort.patient_ids)
     flipped.patients = flipped.patients.assign(event=1 - flipped.patients["event"].to_numpy())
     assert (
-        run_fingerprint(flipped, load_experiment(None, FAST))["cohort_hash"] != base["cohort_hash"]
+        run_fingerprint(flipped, _data(FAST))["cohort_hash"] != base["cohort_hash"]
     )
     assert base["n_events"] == int(cohort.event.sum())
+
+
+def _data(overrides):
+    return experiment_to_dict(load_experiment(None, overrides))

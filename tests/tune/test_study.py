@@ -153,7 +153,7 @@ def test_inner_folds_cover_only_the_given_patients(tune_cohort, base, space):
     objective = InnerCVObjective(tune_cohort, base, space, inner_folds=3)
     tested = np.concatenate([te for *_, te in objective.folds])
     assert sorted(tested) == list(range(tune_cohort.n_patients))
-    assert objective.base.eval.baselines == [] and not objective.base.train.progress
+    assert objective.plan.cv.baselines == [] and not objective.plan.recipe({}).train.progress
 
 
 def test_pruners_metrics_and_storages_by_name(tmp_path, base):
