@@ -97,9 +97,7 @@ def test_fingerprint_ignores_progress_and_device_only(cohort):
     )
     flipped = cohort.subset(cohort.patient_ids)
     flipped.patients = flipped.patients.assign(event=1 - flipped.patients["event"].to_numpy())
-    assert (
-        run_fingerprint(flipped, _data(FAST))["cohort_hash"] != base["cohort_hash"]
-    )
+    assert run_fingerprint(flipped, _data(FAST))["cohort_hash"] != base["cohort_hash"]
     assert base["n_events"] == int(cohort.event.sum())
 
 

@@ -100,4 +100,10 @@ def test_monitor_used_names_the_configured_monitor(setup, monitor, recwarn):
     assert not [w for w in recwarn if "early stopping" in str(w.message)]
     scores = [h["val_score"] for h in history["history"]]
     assert history["best_epoch"] == int(np.argmax(scores))
-    assert set(history.to_dict()) >= {"history", "best_epoch", "best_score", "stopped_early", "epochs_run"}
+    assert set(history.to_dict()) >= {
+        "history",
+        "best_epoch",
+        "best_score",
+        "stopped_early",
+        "epochs_run",
+    }
