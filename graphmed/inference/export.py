@@ -208,7 +208,8 @@ class _Job:
         self.max_missing_features = max_missing_features
         if self.stream is not None:
             # The schema, the labels and the compatibility report come from the first chunk.
-            cohort = next(iter(self.stream), None)
+            self._chunks = iter(self.stream)  # read once: the first chunk is kept below
+            cohort = next(self._chunks, None)
             if cohort is None:
                 raise GraphMedError(f"{self.stream}: patients.csv has no patient to export")
         elif not isinstance(cohort, Cohort):
@@ -335,10 +336,8 @@ class _Job:
         if self.stream is None:
             yield self.cohort
             return
-        for k, chunk in enumerate(self.stream):
-            if k == 0:
-                yield self.cohort  # the first chunk, checked once
-                continue
+        yield self.cohort  # the first chunk, read and checked in __init__
+        for chunk in self._chunks:
             with warnings.catch_warnings():  # the first chunk's check has said it
                 warnings.simplefilter("ignore")
                 checked, _ = self.model.check(chunk, max_missing_features=self.max_missing_features)
