@@ -300,7 +300,7 @@ BAG_OPTIONS = {
 
 
 ADDED_OPTIONS = {
-    "train": {"monitor": "c_index", "linear_blend": False},
+    "train": {"monitor": "c_index", "linear_blend": False, "ensemble": 1},
     "graph": {"max_tokens": None},
     "model": {"linear_path": False, "linear_refit": False, "graph_conv": "gatv2"},
 }

@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..graph.build import PatientGraphs
 from ..graph.relations import RelationGraph
 from ..inference.fitted import FittedData
+from ..nn.ensemble import EnsembleModel
 from ..nn.graphmed_net import GraphMedNet
 from ..nn.heads import ClassificationHead, CoxHead, DiscreteTimeBins, DiscreteTimeHead
 from ..nn.model import GraphMedModel
@@ -256,6 +257,7 @@ def fit_final(
 ADDED_OPTIONS = {
     "graph": {"max_tokens": None},
     "model": {"linear_path": False, "linear_inputs": "all"},
+    "train": {"ensemble": 1},
 }
 """Options added since models were first saved, with the value that reads an older
 model as it was made (a config saved without the option behaved so)."""
@@ -267,7 +269,7 @@ def rebuild_model(
     layouts: dict[str, Any],
     metapaths: list,
     bins: DiscreteTimeBins | None,
-) -> tuple[GraphMedModel, FittedData, dict[str, Any]]:
+) -> tuple[GraphMedModel | EnsembleModel, FittedData, dict[str, Any]]:
     """The untrained model a saved ``model.json`` describes (its weights are loaded after).
 
     Returns:
@@ -286,7 +288,12 @@ def rebuild_model(
         fitted_data["label_classes"],
         recipe_from_config(config),
     )
-    model = build_model(fitted, _shell_graphs(layouts), None, fit_priors=False, bins=bins)
+    shell = _shell_graphs(layouts)
+    members = [
+        build_model(fitted, shell, None, fit_priors=False, bins=bins)
+        for _ in range(config.train.ensemble)
+    ]
+    model = members[0] if len(members) == 1 else EnsembleModel(members)
     return model, fitted, experiment_to_dict(config)
 
 

@@ -117,13 +117,16 @@ class TrainConfig:
     linear_blend: bool = True
     """With a linear Cox path: after early stopping, choose on the validation part how much
     of the graph part to keep, ``risk = linear + w * graph`` with ``w`` in 0, 1/4, .., 1."""
+    ensemble: int = 1
+    """Members trained per model, each with its own seed and validation part; their
+    outputs are averaged (risks, logits) and their embeddings set side by side."""
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     seed: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "patience"):
+        for key in ("epochs", "batch_size", "patience", "ensemble"):
             check_range(self, key, low=1)
         check_range(self, "lr", low=0, low_open=True)
         check_range(self, "prompt_lr", low=0)

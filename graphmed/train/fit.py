@@ -11,7 +11,7 @@ of repeat 0, fold 0), wrapped as a :class:`~graphmed.inference.TrainedModel`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from ..inference.compat import pattern_counts
 from ..inference.fitted import FittedData
 from ..inference.model import TrainedModel, config_hash
 from ..inference.predict import Predictions, predict
+from ..nn.ensemble import EnsembleModel
 from ..nn.model import GraphMedModel
 from .builder import build_model, fit_data, stratify_key
 from .options import FitHistory, ModelRecipe
@@ -44,10 +45,11 @@ class FoldModel:
         device: Where the model sits (predictions run there).
         precision: ``train.precision`` (autocast on a GPU).
         trainer: The :class:`Trainer` that fitted it (predictions do not use it).
+        member_histories: Each ensemble member's history (``[history]`` for one model).
     """
 
     fitted: FittedData
-    model: GraphMedModel
+    model: GraphMedModel | EnsembleModel
     history: FitHistory
     fit_ids: np.ndarray
     val_ids: np.ndarray
@@ -55,12 +57,17 @@ class FoldModel:
     device: Any = "cpu"
     precision: str = "fp32"
     trainer: Trainer | None = None
+    member_histories: list[FitHistory] = field(default_factory=list)
 
     def predict(self, cohort: Cohort) -> Predictions:
         """Predictions for ``cohort`` (e.g. a test fold, or several masked copies of it)."""
         return predict(
             self.model, self.fitted.graphs(cohort), device=self.device, precision=self.precision
         )
+
+
+MEMBER_SEED = 104729
+"""Seed offset between ensemble members (their torch seed and validation split)."""
 
 
 def validation_split(
@@ -83,6 +90,23 @@ def validation_split(
     )
 
 
+def member_recipe(recipe: ModelRecipe, member: int) -> ModelRecipe:
+    """The recipe of ensemble member ``member``: its own seed (member 0: the recipe's)."""
+    if member == 0:
+        return recipe
+    return replace(
+        recipe, train=replace(recipe.train, seed=recipe.train.seed + MEMBER_SEED * member)
+    )
+
+
+def member_checkpoint(checkpoint: str | Path | None, member: int) -> Path | None:
+    """Where member ``member`` of an ensemble saves its training state (member 0: ``checkpoint``)."""
+    if checkpoint is None or member == 0:
+        return None if checkpoint is None else Path(checkpoint)
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}.member{member}{path.suffix}")
+
+
 def fit_model(
     train_c: Cohort,
     recipe: ModelRecipe,
@@ -98,33 +122,57 @@ def fit_model(
     Everything is fitted on ``train_c`` only. The returned model can then be
     evaluated on any number of test cohorts (e.g. one test fold with
     modalities hidden at several rates) without retraining.
+
+    With ``train.ensemble = K > 1`` the preprocessing is fitted once and K
+    members are trained, member ``k`` with seed ``train.seed + 104729 k`` for
+    its weights and its validation split (member 0 is the single model); the
+    model returned is their :class:`~graphmed.nn.ensemble.EnsembleModel`, and
+    ``history``/``fit_ids``/``val_ids`` are member 0's (``member_histories``
+    has every member's). Member ``k``'s training state goes to
+    ``<checkpoint stem>.member<k><suffix>``.
     """
     t = recipe.train
-    fit_ids, val_ids = validation_split(
-        train_c, t.val_fraction, t.seed, recipe.task.label, repeat, fold
-    )
     fitted = fit_data(train_c, recipe)  # the whole training fold; never the test fold
-    train_g = fitted.graphs(train_c.subset(fit_ids))
-    val_g = fitted.graphs(train_c.subset(val_ids))
-    model = build_model(fitted, train_g, train_c)
+    members, histories, splits = [], [], []
     trainer = Trainer(t, log=log)
-    history = trainer.fit(model, train_g, val_g, checkpoint=checkpoint, resume=resume)
-    if recipe.model.linear_refit and model.linear is not None:
-        # The graph part and the blend weight were chosen beside the linear path of the
-        # fitting part; the path's coefficients now use every training patient.
-        from .linear import fit_linear_path
+    layouts = None
+    for k in range(t.ensemble):
+        r = member_recipe(recipe, k)
+        fit_ids, val_ids = validation_split(
+            train_c, t.val_fraction, r.train.seed, recipe.task.label, repeat, fold
+        )
+        member_fitted = replace(fitted, recipe=r)
+        train_g = member_fitted.graphs(train_c.subset(fit_ids))
+        val_g = member_fitted.graphs(train_c.subset(val_ids))
+        model = build_model(member_fitted, train_g, train_c)
+        if t.ensemble > 1 and log is not None:
+            log(f"ensemble member {k + 1} of {t.ensemble}")
+        member_trainer = Trainer(r.train, log=log)
+        history = member_trainer.fit(
+            model, train_g, val_g, checkpoint=member_checkpoint(checkpoint, k), resume=resume
+        )
+        if recipe.model.linear_refit and model.linear is not None:
+            # The graph part and the blend weight were chosen beside the linear path of the
+            # fitting part; the path's coefficients now use every training patient.
+            from .linear import fit_linear_path
 
-        fit_linear_path(model.linear, fitted.graphs(train_c), seed=t.seed)
+            fit_linear_path(model.linear, fitted.graphs(train_c), seed=r.train.seed)
+        members.append(model)
+        histories.append(history)
+        splits.append((fit_ids, val_ids))
+        layouts = layouts or train_g.layouts
+    model = members[0] if len(members) == 1 else EnsembleModel(members)
     return FoldModel(
         fitted,
         model,
-        history,
-        fit_ids,
-        val_ids,
-        train_g.layouts,
+        histories[0],
+        splits[0][0],
+        splits[0][1],
+        layouts,
         trainer.device,
         t.precision,
         trainer,
+        member_histories=histories,
     )
 
 
@@ -195,4 +243,12 @@ def fit_trained_model(
     return trained, fm.history
 
 
-__all__ = ["FoldModel", "fit_fold_model", "fit_model", "fit_trained_model", "validation_split"]
+__all__ = [
+    "FoldModel",
+    "fit_fold_model",
+    "fit_model",
+    "fit_trained_model",
+    "member_checkpoint",
+    "member_recipe",
+    "validation_split",
+]
