@@ -300,7 +300,14 @@ BAG_OPTIONS = {
 
 
 ADDED_OPTIONS = {
-    "train": {"monitor": "c_index", "linear_blend": False, "ensemble": 1},
+    "train": {
+        "monitor": "c_index",
+        "linear_blend": False,
+        "ensemble": 1,
+        "compile": False,
+        "compile_backend": "inductor",
+        "cuda_graphs": False,
+    },
     "graph": {"max_tokens": None},
     "model": {"linear_path": False, "linear_refit": False, "graph_conv": "gatv2"},
 }

@@ -124,8 +124,31 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     seed: int = 0
     progress: bool = True
+    compile: bool = False
+    """Run the training forward pass through ``torch.compile`` (``graphmed.train.accel``)."""
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
+    """The ``torch.compile`` backend: ``inductor`` (fused kernels; the default),
+    ``aot_eager`` (traced, no code generation: quick to compile, for tests) or ``eager``."""
+    cuda_graphs: bool = False
+    """Capture the forward and backward of the training step in CUDA graphs, one per batch
+    size, and replay them (CUDA only: refused on the CPU, with fp16 and with
+    ``--distributed``)."""
 
     def __post_init__(self) -> None:
+        if self.compile and self.cuda_graphs:
+            raise FieldValueError(
+                "cuda_graphs",
+                "cannot be combined with {0}: choose one ({0} with the inductor backend "
+                "fuses kernels; cuda_graphs replays the eager step's kernels)",
+                ["compile"],
+            )
+        if self.cuda_graphs and self.precision == "fp16":
+            raise FieldValueError(
+                "cuda_graphs",
+                "does not work with {0} fp16 (its loss scaler reads the gradients on the "
+                "host in every step); use bf16 or fp32",
+                ["precision"],
+            )
         for key in ("epochs", "batch_size", "patience", "ensemble"):
             check_range(self, key, low=1)
         check_range(self, "lr", low=0, low_open=True)
