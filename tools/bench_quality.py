@@ -308,7 +308,7 @@ ADDED_OPTIONS = {
         "compile_backend": "inductor",
         "cuda_graphs": False,
     },
-    "graph": {"max_tokens": None},
+    "graph": {"max_tokens": None, "screen_features": None},
     "model": {"linear_path": False, "linear_refit": False, "graph_conv": "gatv2"},
 }
 """Options added after results were first saved, with the value that gives the

@@ -2,7 +2,8 @@
 
 :class:`CohortPreprocessor` standardises numeric features, imputes missing
 cells inside a present modality, encodes categoricals as integer codes,
-keeps the most variable columns of very wide vectors, standardises the node
+keeps the most variable columns of very wide vectors (and, when asked, those
+with the largest univariate Cox score among them), standardises the node
 and edge features of graphs and fixes their node count, and fits the TF-IDF
 vocabulary and SVD of text reports. Every statistic comes
 from the patients passed to :meth:`~CohortPreprocessor.fit`; transforming other
@@ -84,11 +85,22 @@ class CohortPreprocessor:
             statistics (default True).
         max_features: Default cap on vector widths (variance filter fitted on
             training patients); a modality's ``max_features`` option wins.
+        screen_features: Keep at most this many columns of each vector
+            modality: those with the largest univariate Cox score statistic
+            ``|z|`` on the training patients that have the modality (after the
+            variance cap; :func:`cox_score_z`). ``None``: no screening. Needs
+            survival times and events.
     """
 
-    def __init__(self, standardize_bags: bool = True, max_features: int | None = None):
+    def __init__(
+        self,
+        standardize_bags: bool = True,
+        max_features: int | None = None,
+        screen_features: int | None = None,
+    ):
         self.standardize_bags = standardize_bags
         self.max_features = max_features
+        self.screen_features = screen_features
         self.transforms_: dict[str, ModalityTransform] | None = None
         self.fitted_on_: list[str] = []
 
@@ -115,7 +127,15 @@ class CohortPreprocessor:
                     )
                 cap = spec.options.get("max_features", self.max_features)
                 categorical = spec.options.get("categorical")
-                transforms[mod] = _fit_table(rows, spec.kind, cap, categorical)
+                screen = None
+                if spec.kind == "vector" and self.screen_features is not None:
+                    screen = (
+                        self.screen_features,
+                        cohort.time,
+                        cohort.event,
+                        cohort.patients.index,
+                    )
+                transforms[mod] = _fit_table(rows, spec.kind, cap, categorical, screen)
         for mod, tr in transforms.items():
             tr.options = copy.deepcopy(dict(cohort.modalities[mod].options))
         self.transforms_ = transforms
@@ -196,20 +216,61 @@ class CohortPreprocessor:
         return {
             "standardize_bags": self.standardize_bags,
             "max_features": self.max_features,
+            "screen_features": self.screen_features,
             "transforms": {m: copy.deepcopy(vars(t)) for m, t in self.transforms_.items()},
         }
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> CohortPreprocessor:
-        pre = cls(state["standardize_bags"], state["max_features"])
+        pre = cls(state["standardize_bags"], state["max_features"], state.get("screen_features"))
         pre.transforms_ = {
             m: ModalityTransform(**copy.deepcopy(t)) for m, t in state["transforms"].items()
         }
         return pre
 
 
+def cox_score_z(x: np.ndarray, time: np.ndarray, event: np.ndarray) -> np.ndarray:
+    """Univariate Cox score statistics of every column of ``x``, all at once.
+
+    The score test of ``beta = 0`` in a one-covariate Cox model (Breslow
+    ties): ``z = U / sqrt(I)`` with ``U = sum over events of (x_i - mean of x
+    over the risk set)`` and ``I`` the sum of the risk-set variances; 0 for a
+    column constant on every risk set. ``x``: ``(n, p)`` without NaN.
+    """
+    order = np.argsort(time, kind="stable")
+    x, t, d = x[order], np.asarray(time, float)[order], np.asarray(event, bool)[order]
+    first = np.searchsorted(t, t, side="left")  # the risk set of i: rows first[i]..n-1
+    s0 = np.arange(len(t), 0, -1, dtype=float)[first][d]
+    s1 = np.cumsum(x[::-1], axis=0)[::-1][first][d]
+    s2 = np.cumsum((x * x)[::-1], axis=0)[::-1][first][d]
+    mean = s1 / s0[:, None]
+    u = (x[d] - mean).sum(axis=0)
+    info = np.clip(s2 / s0[:, None] - mean * mean, 0, None).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(info > 1e-12, u / np.sqrt(info), 0.0)
+    return z
+
+
+def _screen(num: pd.DataFrame, keep: int, time, event, ids: pd.Index) -> list[str]:
+    """The ``keep`` columns of ``num`` with the largest ``|z|`` (in their original order)."""
+    at = ids.get_indexer(num.index)
+    t, d = np.asarray(time, float)[at], np.asarray(event, bool)[at]
+    if len(num.columns) <= keep or not d.any():
+        return list(num.columns)
+    x = num.to_numpy()
+    x = np.where(np.isnan(x), np.nanmedian(x, axis=0), x)
+    x = np.nan_to_num(x - x.mean(axis=0))
+    z = np.abs(cox_score_z(x, t, d))
+    chosen = np.sort(np.argsort(-z, kind="stable")[:keep])
+    return [num.columns[i] for i in chosen]
+
+
 def _fit_table(
-    rows: pd.DataFrame, kind: str, cap: int | None, categorical: list[str] | None
+    rows: pd.DataFrame,
+    kind: str,
+    cap: int | None,
+    categorical: list[str] | None,
+    screen: tuple | None = None,
 ) -> ModalityTransform:
     if categorical is None:
         categorical = [c for c in rows.columns if not pd.api.types.is_numeric_dtype(rows[c])]
@@ -223,6 +284,9 @@ def _fit_table(
         var = num.var(axis=0, skipna=True).fillna(0.0).to_numpy()
         keep = np.sort(np.argsort(-var, kind="stable")[:cap])
         numeric = [numeric[i] for i in keep]
+        num = num[numeric]
+    if screen is not None and len(numeric) > screen[0]:
+        numeric = _screen(num, *screen)
         num = num[numeric]
     center = num.mean(axis=0, skipna=True).fillna(0.0)
     scale = num.std(axis=0, skipna=True, ddof=0).fillna(1.0)

@@ -72,7 +72,7 @@ def fit_data(train: Cohort, config: ExperimentConfig | ModelRecipe) -> FittedDat
     """Fit preprocessing on the training cohort (every statistic comes from it)."""
     recipe = as_recipe(config)
     g = recipe.graph
-    pre = CohortPreprocessor(g.standardize_bags, g.max_features).fit(train)
+    pre = CohortPreprocessor(g.standardize_bags, g.max_features, g.screen_features).fit(train)
     labels = {}
     for col in train.labels:
         labels[col] = sorted(train.patients[col].dropna().unique().tolist())
@@ -255,7 +255,7 @@ def fit_final(
 
 
 ADDED_OPTIONS = {
-    "graph": {"max_tokens": None},
+    "graph": {"max_tokens": None, "screen_features": None},
     "model": {"linear_path": False, "linear_inputs": "all"},
     "train": {"ensemble": 1},
 }

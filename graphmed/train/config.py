@@ -28,6 +28,9 @@ class GraphConfig:
     """Cap on the nodes of a vector modality: wider ones get chunks of
     ``ceil(width / max_tokens)`` columns (``None``: always ``chunk_size``)."""
     max_features: int | None = 2000
+    screen_features: int | None = None
+    """Keep this many columns of each vector modality, those with the largest univariate
+    Cox score on the training fold (after the variance cap); ``None``: no screening."""
     standardize_bags: bool = True
 
     def __post_init__(self) -> None:
@@ -35,6 +38,7 @@ class GraphConfig:
         check_range(self, "chunk_size", low=1)
         check_range(self, "max_tokens", low=1, allow_none=True)
         check_range(self, "max_features", low=1, allow_none=True, hint="null keeps every column")
+        check_range(self, "screen_features", low=1, allow_none=True, hint="null: no screening")
 
 
 @dataclass
