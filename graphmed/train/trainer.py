@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,13 @@ import torch
 from .._atomic import atomic_path
 from .._safeload import load_tensors, plain
 from ..errors import GraphMedError
+from ..graph.batch import GraphBatch
 from ..graph.build import PatientGraphs
 from ..inference.model import resolve_device
 from ..inference.predict import Predictions, autocast, forward_chunks, predict
 from ..nn.model import GraphMedModel
 from .config import TrainConfig
+from .early_stopping import EarlyStopping
 from .options import FitHistory
 
 
@@ -80,18 +81,11 @@ class Trainer:
     ) -> FitHistory:
         """Train ``model`` in place; on return it holds the best validation weights.
 
-        Early stopping watches ``train.monitor`` on ``val`` (see
-        :meth:`validation_score`) and keeps the best epoch's weights. It falls
-        back to the training loss -- keeping the weights of the epoch with the
-        lowest training loss, with ``train.patience`` counted on it -- where
-        the validation part cannot rank epochs, and says so with a
-        :class:`UserWarning`:
-
-        - ``val`` has no events and the model has a survival head (no
-          C-index, and a Cox validation loss that is 0 whatever the weights);
-        - the validation score is NaN (or infinite) before any epoch has had
-          a finite one, e.g. a C-index without a comparable pair. A
-          non-finite score after a finite one counts as no improvement.
+        Each epoch is :meth:`run_epoch`; an :class:`EarlyStopping` watches
+        ``train.monitor`` on ``val`` (see :meth:`validation_score`), keeps the
+        best epoch's weights, and falls back to the training loss -- with a
+        :class:`UserWarning` -- where the validation part cannot rank epochs (no
+        events for a survival head, or a non-finite score before any finite one).
 
         Args:
             model: The model (priors already fitted on ``train``).
@@ -121,94 +115,112 @@ class Trainer:
         scaler = torch.amp.GradScaler(
             "cuda", enabled=self.device.type == "cuda" and cfg.precision == "fp16"
         )
-        state = {
-            "epoch": 0,
-            "best_score": -np.inf,
-            "best_epoch": 0,
-            "bad": 0,
-            "history": [],
-            "monitor_used": None,
-        }
+        stopper = EarlyStopping(cfg.patience, cfg.monitor, cfg.val_fraction)
         best_weights = copy.deepcopy(model.state_dict())
         path = Path(checkpoint) if checkpoint else None
         if resume and path is not None and path.exists():
-            best_weights = self._load(path, model, optimizer, scaler, state)
-        if state["monitor_used"] is None:
-            state["monitor_used"] = self._monitor(model, val_d)
-            if getattr(model, "linear", None) is not None and state["monitor_used"] != "train_loss":
+            best_weights = self._load(path, model, optimizer, scaler, stopper)
+        resumed = stopper.monitor_used is not None
+        stopper.choose_monitor(
+            any(head.kind != "classification" for head in model.heads.values()),
+            None if val_d is None else len(val_d),
+            0 if val_d is None else int(val_d.event.sum()),
+        )
+        if not resumed and getattr(model, "linear", None) is not None:
+            if not stopper.watches_train_loss:
                 # the starting point is the linear Cox path alone (the graph head is zero):
                 # the graph part is kept only where it beats it on the validation part
-                start = self.validation_score(model, val_d)
-                if np.isfinite(start):
-                    state.update(best_score=start, best_epoch=-1)
-        n = len(train_d)
-        n_batches = max(1, round(n / cfg.batch_size))
+                stopper.start_from(self.validation_score(model, val_d))
         bar = self._progress(cfg.epochs, "train")
-        bar.update(state["epoch"])
+        bar.update(stopper.epoch)
         stopped = False
-        for epoch in range(state["epoch"], cfg.epochs):
-            if state["bad"] >= cfg.patience:
+        for epoch in range(stopper.epoch, cfg.epochs):
+            if stopper.should_stop:
                 stopped = True
                 break
-            model.train()
-            order = torch.randperm(
-                n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
-            )
-            running = torch.zeros((), device=self.device)
-            for idx in order.chunk(n_batches):
-                batch = train_d.batch(idx.to(self.device))
-                if cfg.feature_noise > 0:
-                    for m, x in batch.x.items():
-                        noise = torch.randn_like(x) * cfg.feature_noise
-                        batch.x[m] = x + noise * batch.node_mask[m][..., None]
-                with self._autocast():
-                    out = model(batch)
-                loss, _ = model.loss(batch, out)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                running += loss.detach()
-            train_loss = float(running) / n_batches
-            if not np.isfinite(train_loss):
-                raise GraphMedError(
-                    f"training loss became {train_loss} at epoch {epoch}; lower train.lr "
-                    "or use train.precision=fp32"
-                )
-            if state["monitor_used"] == "train_loss":
-                score = -train_loss
-            else:
-                score = self.validation_score(model, val_d)
-                if not np.isfinite(score) and not np.isfinite(state["best_score"]):
-                    self._warn_non_finite(state["monitor_used"], score, epoch, val_d)
-                    state["monitor_used"] = "train_loss"
-                    score = -train_loss
-            state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_score": score})
-            if score > state["best_score"] + 1e-4:
-                state.update(best_score=score, best_epoch=epoch, bad=0)
+            train_loss = self.run_epoch(model, train_d, optimizer, scaler, epoch)
+            score = None if stopper.watches_train_loss else self.validation_score(model, val_d)
+            if stopper.step(epoch, train_loss, score):
                 best_weights = copy.deepcopy(model.state_dict())
-            else:
-                state["bad"] += 1
-            state["epoch"] = epoch + 1
+            score = stopper.history[-1]["val_score"]
             self.log(f"epoch {epoch:4d}  train_loss {train_loss:.4f}  val {score:.4f}")
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{score:.3f}")
             if path is not None:
-                self._save(path, model, optimizer, scaler, state, best_weights)
+                self._save(path, model, optimizer, scaler, stopper, best_weights)
         bar.close()
         model.load_state_dict(best_weights)
         blend = None
-        if cfg.linear_blend and state["best_epoch"] >= 0 and state["monitor_used"] != "train_loss":
-            blend = self._blend(model, val_d, state["best_score"])
+        if cfg.linear_blend and stopper.best_epoch >= 0 and not stopper.watches_train_loss:
+            blend = self._blend(model, val_d, stopper.best_score)
         return FitHistory(
-            history=state["history"],
-            best_epoch=state["best_epoch"],
-            best_score=state["best_score"],
-            stopped_early=stopped or state["bad"] >= cfg.patience,
-            epochs_run=state["epoch"],
-            monitor_used=state["monitor_used"],
+            history=stopper.history,
+            best_epoch=stopper.best_epoch,
+            best_score=stopper.best_score,
+            stopped_early=stopped or stopper.should_stop,
+            epochs_run=stopper.epoch,
+            monitor_used=stopper.monitor_used,
             linear_blend=blend,
         )
+
+    def run_epoch(
+        self,
+        model: GraphMedModel,
+        train: PatientGraphs,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        epoch: int,
+    ) -> float:
+        """One pass over ``train`` (already on the device) in shuffled batches.
+
+        The order is drawn from ``train.seed`` and ``epoch`` alone, so that a
+        resumed fit sees the batches an uninterrupted one would have seen.
+
+        Returns:
+            The mean training loss over the ``round(n / train.batch_size)`` batches.
+
+        Raises:
+            GraphMedError: The loss is not finite.
+        """
+        cfg = self.config
+        model.train()
+        n = len(train)
+        n_batches = max(1, round(n / cfg.batch_size))
+        order = torch.randperm(
+            n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        )
+        running = torch.zeros((), device=self.device)
+        for idx in order.chunk(n_batches):
+            batch = train.batch(idx.to(self.device))
+            if cfg.feature_noise > 0:
+                for m, x in batch.x.items():
+                    noise = torch.randn_like(x) * cfg.feature_noise
+                    batch.x[m] = x + noise * batch.node_mask[m][..., None]
+            running += self.train_step(model, batch, optimizer, scaler).detach()
+        train_loss = float(running) / n_batches
+        if not np.isfinite(train_loss):
+            raise GraphMedError(
+                f"training loss became {train_loss} at epoch {epoch}; lower train.lr "
+                "or use train.precision=fp32"
+            )
+        return train_loss
+
+    def train_step(
+        self,
+        model: GraphMedModel,
+        batch: GraphBatch,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+    ) -> torch.Tensor:
+        """Forward, loss, backward and one optimiser step on ``batch``; the loss (with grad)."""
+        with self._autocast():
+            out = model(batch)
+        loss, _ = model.loss(batch, out)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss
 
     def _blend(self, model: GraphMedModel, val: PatientGraphs, full: float) -> float | None:
         """Scale the survival head to the weight ``w`` of the graph part, ``risk = linear +
@@ -233,38 +245,6 @@ class Trainer:
             head.bias.copy_(bias * best_w)
         self.log(f"linear blend: graph part kept at weight {best_w} (validation {best:.4f})")
         return best_w
-
-    def _monitor(self, model: GraphMedModel, val: PatientGraphs | None) -> str:
-        """What early stopping can watch: ``"c_index"``, ``"loss"`` or ``"train_loss"``."""
-        if val is None:
-            return "train_loss"
-        survival = any(head.kind != "classification" for head in model.heads.values())
-        if survival and not bool(val.event.any()):
-            warnings.warn(
-                f"early stopping: the validation part ({len(val)} patients) has no events, "
-                "so it cannot rank epochs by survival (no C-index, and a Cox loss of 0 "
-                "whatever the weights); monitoring the training loss instead and keeping the "
-                "epoch with the lowest training loss. Raise train.val_fraction (now "
-                f"{self.config.val_fraction}), or pass validation patients with events.",
-                UserWarning,
-                stacklevel=3,
-            )
-            return "train_loss"
-        return "c_index" if self.config.monitor == "c_index" and survival else "loss"
-
-    def _warn_non_finite(self, monitor: str, score: float, epoch: int, val: PatientGraphs) -> None:
-        what = "C-index" if monitor == "c_index" else "loss"
-        value = score if monitor == "c_index" else -score
-        warnings.warn(
-            f"early stopping: the validation {what} is {value} at epoch {epoch} "
-            f"({len(val)} validation patients, {int(val.event.sum())} events), so it cannot "
-            "tell epochs apart; monitoring the training loss instead and keeping the epoch "
-            f"with the lowest training loss. Raise train.val_fraction (now "
-            f"{self.config.val_fraction}), or check the validation patients' inputs"
-            + (" (or use train.monitor=loss)." if monitor == "c_index" else "."),
-            UserWarning,
-            stacklevel=3,
-        )
 
     @torch.no_grad()
     def validation_score(self, model: GraphMedModel, val: PatientGraphs) -> float:
@@ -330,13 +310,13 @@ class Trainer:
         )
 
     # ------------------------------------------------------------ checkpoints
-    def _save(self, path, model, optimizer, scaler, state, best_weights) -> None:
+    def _save(self, path, model, optimizer, scaler, stopper, best_weights) -> None:
         # Tensors and plain values only, so that _load() reads it with weights_only=True.
         payload = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
-            "state": plain(state),
+            "state": plain(stopper.state_dict()),
             "best_weights": best_weights,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -344,7 +324,7 @@ class Trainer:
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
 
-    def _load(self, path, model, optimizer, scaler, state) -> dict[str, torch.Tensor]:
+    def _load(self, path, model, optimizer, scaler, stopper) -> dict[str, torch.Tensor]:
         # weights_only: a crafted checkpoint (a pickled callable) is refused, never run.
         fix = "delete it to train from the start"
         payload = load_tensors(path, what="checkpoint", fix=fix, map_location=self.device)
@@ -352,7 +332,7 @@ class Trainer:
             model.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])
             scaler.load_state_dict(payload["scaler"])
-            state.update(payload["state"])
+            stopper.load_state_dict(payload["state"])
             torch.set_rng_state(payload["rng"].cpu())
             if payload.get("cuda_rng") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
