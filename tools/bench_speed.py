@@ -23,6 +23,7 @@ Usage::
     python tools/bench_speed.py --flops      # FLOPs of forward + backward, no timing
     python tools/bench_speed.py --profile    # torch.profiler's top ops of a training step
     python tools/bench_speed.py --adamw      # the optimiser step alone, per AdamW implementation
+    python tools/bench_speed.py --equal-input   # graphmed vs HGTConv on equal input, batch 32-1024
 
 Node counts in a row: ``nodes`` is the node slots per patient before pooling
 (what ``HGTConv`` sees by default), ``graph_nodes`` the slots graphmed's
@@ -214,6 +215,7 @@ def bench(
     measure="time",
     hgt_input="instances",
     top=15,
+    hgt_max_edges=None,
 ):
     """One row: what ``measure`` asks for, for each method on one batch.
 
@@ -224,6 +226,8 @@ def bench(
             ``"adamw"`` (graphmed's optimiser step alone, per implementation).
         hgt_input: ``"instances"``: ``HGTConv`` sees a node per bag instance;
             ``"pooled"``: the bag pooled to ``bag_tokens`` nodes, as in graphmed.
+        hgt_max_edges: ``HGTConv`` is not run on a batch with more edges
+            (default ``HGT_MAX_EDGES``).
     """
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {MEASURES}, got '{measure}'")
@@ -285,7 +289,7 @@ def bench(
     makers = {
         "graphmed": lambda: step_dense,
         "hgt": lambda: _hgt_step(
-            graphs, rel, b, d, heads, layers, device, row, hgt_input, bag_tokens
+            graphs, rel, b, d, heads, layers, device, row, hgt_input, bag_tokens, hgt_max_edges
         ),
         "loop": loop_step,
     }
@@ -380,12 +384,52 @@ def _profile(step, key, steps, device, top):
             op["self_device_ms"] = round(dev / 1000 / steps, 2)
         ops.append(op)
     matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+    counts = _op_counts(prof, device)
     return {
+        **{f"{key}_{name}": round(n / steps, 1) for name, n in counts.items()},
         f"{key}_profile_steps": steps,
         f"{key}_profile_self_cpu_ms": round(total / 1000 / steps, 1),
         f"{key}_profile_matmul_share": round(matmul / total, 3),
         f"{key}_profile_top": ops,
     }
+
+
+NO_KERNEL = {
+    f"aten::{op}"
+    for op in (
+        "view _unsafe_view as_strided transpose t permute expand expand_as select slice "
+        "unsqueeze squeeze detach alias split chunk unbind narrow empty empty_like "
+        "empty_strided resolve_conj resolve_neg lift_fresh reshape view_as set_ "
+        "is_nonzero item _local_scalar_dense"
+    ).split()
+}
+"""aten ops that only make views or allocate: no kernel on a GPU."""
+
+
+def _op_counts(prof, device) -> dict[str, int]:
+    """Operator counts over the profiled steps.
+
+    ``leaf_ops``: aten ops that call no other aten op and do compute (views and
+    allocations left out): on a GPU each launches at least one kernel, so it
+    is the CPU's stand-in for a launch count. ``kernels`` (CUDA only): the
+    device kernels and copies the profiler saw.
+    """
+    from torch.autograd import DeviceType
+
+    leaf = 0
+    kernels = 0
+    for e in prof.events():
+        if getattr(e, "device_type", DeviceType.CPU) == DeviceType.CUDA:
+            kernels += 1
+            continue
+        if not e.name.startswith("aten::") or e.name in NO_KERNEL:
+            continue
+        if not any(c.name.startswith("aten::") for c in e.cpu_children):
+            leaf += 1
+    out = {"leaf_ops_per_step": leaf}
+    if device.type == "cuda":
+        out["kernels_per_step"] = kernels
+    return out
 
 
 ADAMW = {"for_loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
@@ -447,8 +491,9 @@ def _hgt_edges(graphs, rel, batch):
     return int(sum((counts[s] * (counts[t] - int(s == t))).sum() for s, t in pairs))
 
 
-def _hgt_step(graphs, rel, b, d, heads, layers, device, row, hgt_input, bag_tokens):
-    """HGTConv's training step on the batch's patients; None above ``HGT_MAX_EDGES``."""
+def _hgt_step(graphs, rel, b, d, heads, layers, device, row, hgt_input, bag_tokens, max_edges=None):
+    """HGTConv's training step on the batch's patients; None above ``max_edges`` edges."""
+    max_edges = max_edges or HGT_MAX_EDGES
     from torch_geometric.data import Batch
 
     pooled = hgt_input == "pooled"
@@ -457,8 +502,8 @@ def _hgt_step(graphs, rel, b, d, heads, layers, device, row, hgt_input, bag_toke
     row["hgt_input"] = hgt_input
     row["hgt_nodes"] = sum(lay.n_nodes for lay in topo.layouts.values())
     row["hgt_edges"] = _hgt_edges(topo, rel, batch)
-    if row["hgt_edges"] > HGT_MAX_EDGES:
-        row["hgt_not_run"] = f"{row['hgt_edges']:,} edges > HGT_MAX_EDGES"
+    if row["hgt_edges"] > max_edges:
+        row["hgt_not_run"] = f"{row['hgt_edges']:,} edges > {max_edges:,}"
         return None
     data_list = [topo.to_heterodata(i, rel) for i in range(batch)]
     t0 = time.perf_counter()
@@ -584,6 +629,63 @@ def _sweep_kwargs(name, value, base):
     return kw
 
 
+EQUAL_BATCHES = (32, 64, 128, 256, 512, 1024)
+BAGS = {"instances": "not pooled", "pooled": "pooled"}
+
+
+def equal_input_rows(base, tokens=16, batches=EQUAL_BATCHES, log=print):
+    """graphmed and ``HGTConv`` on the same graphs, for each batch size: first with the
+    bags not pooled for either (a node per instance), then pooled to ``tokens`` nodes for
+    both (``HGTConv``'s bags through graphmed's own ``BagEncoder``)."""
+    rows = []
+    for hgt_input in HGT_INPUTS:
+        for batch in batches:
+            kw = {
+                **base,
+                "methods": ("graphmed", "hgt"),
+                "measure": "time",
+                "batch": batch,
+                "hgt_input": hgt_input,
+                "bag_tokens": tokens if hgt_input == "pooled" else None,
+            }
+            rows.append({"sweep": "equal_input", **bench(n_patients=batch, **kw)})
+            log(equal_input_table(rows[-1:], header=not rows[:-1]))
+    return rows
+
+
+def equal_input_table(rows, header=True) -> str:
+    """The equal-input rows as a markdown table: training and inference patients/s."""
+    cols = [
+        "bags",
+        "batch",
+        "graphmed nodes",
+        "HGTConv nodes",
+        "HGTConv edges",
+        "graphmed train patients/s",
+        "HGTConv train patients/s",
+        "speed-up (wall)",
+        "CPU-time ratio",
+        "graphmed inference patients/s",
+    ]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] if header else []
+    for r in rows:
+        hgt = r.get("hgt_patients_per_s", f"not run ({r.get('hgt_not_run', '')})")
+        cells = [
+            BAGS[r.get("hgt_input", "instances")],
+            r["batch"],
+            r["graph_nodes"],
+            r.get("hgt_nodes", ""),
+            r.get("hgt_edges", ""),
+            r.get("graphmed_patients_per_s", ""),
+            hgt,
+            r.get("speedup_vs_hgt", ""),
+            r.get("cpu_time_ratio_vs_hgt", ""),
+            r.get("graphmed_infer_patients_per_s", ""),
+        ]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)
+
+
 def _net_options(pairs, parser) -> dict:
     """``["completion=zero", "dropout=0"]`` -> GraphMedNet keyword arguments (YAML values)."""
     import inspect
@@ -654,6 +756,24 @@ def main(argv=None):
         "--adamw", action="store_true", help="time graphmed's optimiser step alone, per AdamW"
     )
     p.add_argument("--top", type=int, default=15, help="ops listed by --profile")
+    p.add_argument(
+        "--equal-input",
+        action="store_true",
+        help="graphmed vs HGTConv training (and graphmed inference) patients/s on equal input "
+        "for each of --batches: bags not pooled for either, then pooled to --bag-tokens "
+        "(default 16) for both",
+    )
+    p.add_argument(
+        "--batches",
+        default=",".join(map(str, EQUAL_BATCHES)),
+        help="batch sizes of --equal-input (comma list)",
+    )
+    p.add_argument(
+        "--hgt-max-edges",
+        type=int,
+        default=HGT_MAX_EDGES,
+        help=f"do not run HGTConv on a batch with more edges (default {HGT_MAX_EDGES:,})",
+    )
     args = p.parse_args(argv)
     measure = next((m for m in MEASURES[1:] if getattr(args, m)), "time")
     methods = tuple(filter(None, args.methods.split(",")))
@@ -664,7 +784,9 @@ def main(argv=None):
         p.error(f"unknown sweep '{unknown[0]}'; choose from {', '.join(SWEEPS)}")
     if "patients" in sweeps and measure != "time":
         p.error(f"--sweep patients only times; drop it or --{measure}")
-    if args.hgt_input == "pooled" and not args.bag_tokens:
+    if args.equal_input and (measure != "time" or sweeps):
+        p.error("--equal-input times; drop --sweep and --flops / --profile / --adamw")
+    if args.hgt_input == "pooled" and not args.bag_tokens and not args.equal_input:
         p.error("--hgt-input pooled needs --bag-tokens N (the size both methods pool bags to)")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -694,7 +816,16 @@ def main(argv=None):
         measure=measure,
         hgt_input=args.hgt_input,
         top=args.top,
+        hgt_max_edges=args.hgt_max_edges,
     )
+    if args.equal_input:
+        batches = [int(b) for b in args.batches.split(",") if b]
+        rows = equal_input_rows(base, args.bag_tokens or 16, batches)
+        if args.save:
+            from graphmed._atomic import write_json
+
+            write_json(args.save, {"env": env, "rows": rows})
+        return rows
     reference = bench(n_patients=args.batch, n_modalities=args.modalities, **base)
     rows = [{"sweep": "reference", **reference}]
     print(to_markdown(rows), flush=True)

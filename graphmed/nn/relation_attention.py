@@ -78,6 +78,17 @@ class RelationAttention(nn.Module):
         self.cos_scale = nn.ParameterDict({r: nn.Parameter(torch.ones(1)) for r in rtypes})
         self.prompt_bias = nn.ParameterDict({r: nn.Parameter(torch.zeros(1)) for r in rtypes})
         self.dropout = nn.Dropout(dropout)
+        # Relations grouped by source type (stable), so that the relations out of one type
+        # are a contiguous slice of the stacked relation parameters.
+        order = sorted(
+            range(len(self.edge_types)), key=lambda i: node_types.index(self.edge_types[i][0])
+        )
+        self._by_source = [self.edge_types[i] for i in order]
+        self._slices, start = {}, 0
+        for t in self.node_types:
+            n = sum(1 for e in self._by_source if e[0] == t)
+            self._slices[t] = (start, start + n)
+            start += n
 
     def _nkey(self, t: str) -> str:
         return t if self.heterogeneous else "node"
@@ -106,6 +117,7 @@ class RelationAttention(nn.Module):
         unit = {t: F.normalize(normed[t], dim=-1) for t in self.node_types}
         keys = {t: self._split(self.k[self._nkey(t)](normed[t])) for t in self.node_types}
         vals = {t: self._split(self.v[self._nkey(t)](normed[t])) for t in self.node_types}
+        blocks = self._relation_blocks(keys, vals, unit)
         out = {}
         for t in self.node_types:
             q = self._split(self.q[self._nkey(t)](normed[t]))
@@ -118,10 +130,10 @@ class RelationAttention(nn.Module):
                 if dst != t:
                     continue
                 rk = self._rkey((s, r, dst))
-                scale = self.rel_emb[rk] * (self.prior[rk][:, None] / math.sqrt(self.dh))
-                ks.append(torch.einsum("bhnd,hde->bhne", keys[s], self.w_att[rk] * scale[:, None]))
-                vs.append(torch.einsum("bhnd,hde->bhne", vals[s], self.w_msg[rk]))
-                units.append(unit[s] * self.cos_scale[rk])
+                k_r, v_r, u_r = blocks[(s, r, dst)]
+                ks.append(k_r)
+                vs.append(v_r)
+                units.append(u_r)
                 masks.append(mask[s])
                 prompts.append(prompt[s])
                 pbias.append(self.prompt_bias[rk].expand(mask[s].shape[1]))
@@ -139,3 +151,25 @@ class RelationAttention(nn.Module):
             x = x + self.ffn[self._nkey(t)](x)  # one dropout per layer: CPU masks are costly
             out[t] = x * mask[t][..., None]
         return out
+
+    def _relation_blocks(self, keys, vals, unit):
+        """Relation -> its ``(keys, values, unit nodes)`` block: one batched product per
+        source type for all the relations out of it, instead of one per relation."""
+        rks = [self._rkey(e) for e in self._by_source]
+        rel_emb = torch.stack([self.rel_emb[k] for k in rks])  # (R, H, dh)
+        prior = torch.stack([self.prior[k] for k in rks])  # (R, H)
+        scale = rel_emb * (prior[..., None] / math.sqrt(self.dh))
+        w_att = torch.stack([self.w_att[k] for k in rks]) * scale[:, :, None]  # (R, H, dh, dh)
+        w_msg = torch.stack([self.w_msg[k] for k in rks])
+        cos = torch.stack([self.cos_scale[k] for k in rks])  # (R, 1)
+        blocks = {}
+        for s in self.node_types:
+            lo, hi = self._slices[s]
+            if lo == hi:
+                continue
+            k_s = torch.einsum("bhnd,rhde->rbhne", keys[s], w_att[lo:hi])
+            v_s = torch.einsum("bhnd,rhde->rbhne", vals[s], w_msg[lo:hi])
+            u_s = unit[s] * cos[lo:hi, :, None, None]  # (R_s, B, N, d)
+            for j, e in enumerate(self._by_source[lo:hi]):
+                blocks[e] = (k_s[j], v_s[j], u_s[j])
+        return blocks
