@@ -252,13 +252,8 @@ class _Job:
         fields += [pa.field(f"present_{m}", pa.bool_()) for m in self.modalities]
         fields += [pa.field(f"completed_{m}", pa.bool_()) for m in self.modalities]
         for name, head in self.model.model.heads.items():
-            if head.kind == "classification":
-                classes = self.model.fitted.label_classes[name]
-                fields += [pa.field(f"proba_{name}_{c}", f32) for c in classes]
-            else:
-                fields.append(pa.field("risk", f32))
-                if head.kind == "discrete":
-                    fields += [pa.field(_surv_name(t), f32) for t in head.bins.edges[1:]]
+            columns = head.export_columns(name, self._classes(name))
+            fields += [pa.field(c, f32) for c in columns]
         fields += [pa.field(f"att_mod_{m}", f32) for m in self.modalities]
         fields += [pa.field(c, f32) for c in self.path_columns]
         names = [f.name for f in fields]
@@ -269,6 +264,10 @@ class _Job:
                 "that produces them"
             )
         return pa.schema(fields)
+
+    def _classes(self, name: str) -> list | None:
+        """The classes of a classification head named ``name`` (``None`` for the others)."""
+        return self.model.fitted.label_classes.get(name)
 
     def _columns(self, sub: Cohort, graphs: PatientGraphs, preds: Predictions) -> dict:
         cols: dict[str, Any] = {
@@ -289,14 +288,7 @@ class _Job:
         for j, m in enumerate(self.modalities):
             cols[f"completed_{m}"] = completed[:, j]
         for name, head in self.model.model.heads.items():
-            if head.kind == "classification":
-                for j, c in enumerate(self.model.fitted.label_classes[name]):
-                    cols[f"proba_{name}_{c}"] = preds.proba[name][:, j]
-            else:
-                cols["risk"] = preds.risk
-                if head.kind == "discrete":
-                    for j, t in enumerate(head.bins.edges[1:]):
-                        cols[_surv_name(t)] = preds.survival[:, j]
+            cols.update(head.export_values(name, self._classes(name), preds))
         for j, m in enumerate(self.modalities):
             cols[f"att_mod_{m}"] = preds.modality_attention[:, j]
         for j, c in enumerate(self.path_columns):
@@ -348,12 +340,7 @@ class _Job:
         info, net = self.model.info, self.model.model.net
         heads = {}
         for name, head in self.model.model.heads.items():
-            if head.kind == "classification":
-                heads[name] = {"kind": head.kind, "classes": self.model.fitted.label_classes[name]}
-            else:
-                heads[name] = {"kind": head.kind}
-                if head.kind == "discrete":
-                    heads[name]["times"] = [float(t) for t in head.bins.edges[1:]]
+            heads[name] = head.describe(self._classes(name))
         paths = [
             {"column": c, "path": [list(step) for step in p]}
             for c, p in zip(self.path_columns, net.metapaths)
@@ -399,7 +386,3 @@ def _as_trained(model) -> TrainedModel:
 def _split(prefix: str, matrix: np.ndarray) -> dict[str, np.ndarray]:
     cols = np.ascontiguousarray(np.asarray(matrix, np.float32).T)  # one contiguous row per column
     return {f"{prefix}{j}": cols[j] for j in range(len(cols))}
-
-
-def _surv_name(t: float) -> str:
-    return f"surv_{float(t):.4g}"

@@ -206,11 +206,8 @@ class TrainedModel:
 
     def to_dict(self) -> dict[str, Any]:
         heads = self.model.heads
-        bins = (
-            heads["survival"].bins.to_dict()
-            if "survival" in heads and heads["survival"].kind == "discrete"
-            else None
-        )
+        survival = heads["survival"] if "survival" in heads else None
+        bins = survival.bins.to_dict() if survival is not None and survival.bins else None
         return {
             **self.info,
             "time_bins": bins,

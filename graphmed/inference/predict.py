@@ -83,20 +83,11 @@ def predict(
             "completed": net.completed,
         }
         for name, head in model.heads.items():
-            raw = out.heads[name].float()
-            if head.kind == "classification":
-                row[f"proba:{name}"] = head.proba(raw)
-            else:
-                row["risk"] = head.risk(raw)
-                if head.kind == "discrete":
-                    row["survival"] = head.survival(raw)
+            row.update(head.outputs(out.heads[name].float(), name))
         for k, v in row.items():
             parts.setdefault(k, []).append(v.float().cpu() if v.is_floating_point() else v.cpu())
     cat = {k: torch.cat(v).numpy() for k, v in parts.items()}
-    survival_head = model.heads["survival"] if "survival" in model.heads else None
-    times = None
-    if survival_head is not None and survival_head.kind == "discrete":
-        times = np.asarray(survival_head.bins.edges[1:], dtype=float)
+    times = model.heads["survival"].survival_times() if "survival" in model.heads else None
     return Predictions(
         patient_ids=list(graphs.patient_ids),
         embedding=cat["embedding"],

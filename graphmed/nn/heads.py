@@ -1,17 +1,22 @@
 """Task heads: a linear map on the patient embedding plus the loss it is trained with.
 
 A head does not care which encoder sits in front of it: ``forward`` takes a
-``(B, d)`` embedding, ``loss`` wraps a function of :mod:`graphmed.losses`, and
-``kind`` (``"cox"``, ``"discrete"`` or ``"classification"``) tells a trainer
-which targets to pass. The time-binning transform of the discrete-time head,
-:class:`DiscreteTimeBins`, belongs to that head and is fitted on the training
-fold only.
+``(B, d)`` embedding and ``loss`` wraps a function of :mod:`graphmed.losses`.
+Every head follows the :class:`Head` protocol, so that the model, the trainer
+and the inference layer ask the head (its targets, risk, survival curve and
+export columns) instead of testing its ``kind``; ``kind`` (``"cox"``,
+``"discrete"`` or ``"classification"``) stays as its name in saved models. The
+time-binning transform of the discrete-time head, :class:`DiscreteTimeBins`,
+belongs to that head and is fitted on the training fold only.
+
+A new head implements :class:`Head` (see :class:`CoxHead` for the smallest
+one) and is built in :func:`graphmed.train.builder.build_model`.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -127,6 +132,53 @@ class DiscreteTimeBins:
         return f"DiscreteTimeBins(n_bins={self.n_bins}, {edges})"
 
 
+class Targets(Protocol):
+    """What a head's :meth:`Head.objective` reads: a :class:`~graphmed.graph.batch.GraphBatch`
+    or all of a :class:`~graphmed.graph.build.PatientGraphs`."""
+
+    time: torch.Tensor
+    event: torch.Tensor
+    labels: dict[str, torch.Tensor]
+
+
+@runtime_checkable
+class Head(Protocol):
+    """The contract every task head keeps.
+
+    Attributes:
+        kind: The head's name in saved models and export metadata.
+        is_survival: Whether it models survival (a risk, and maybe a curve).
+        bins: The fitted :class:`DiscreteTimeBins` of a discrete-time head, else ``None``.
+    """
+
+    kind: str
+    is_survival: bool
+    bins: DiscreteTimeBins | None
+
+    def objective(self, raw: torch.Tensor, targets: Targets, name: str) -> torch.Tensor:
+        """The loss of the raw output on ``targets`` (``name``: the head's key, for labels)."""
+
+    def outputs(self, raw: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+        """Per-patient predictions: ``"risk"``, ``"survival"`` or ``"proba:<name>"``."""
+
+    def survival_times(self) -> np.ndarray | None:
+        """Times of the survival curve's columns, or ``None`` where the head has none."""
+
+    def export_columns(self, name: str, classes: list | None) -> list[str]:
+        """The export's column names for this head, in order (all float32)."""
+
+    def export_values(self, name: str, classes: list | None, preds: Any) -> dict[str, Any]:
+        """Column name -> values from :class:`~graphmed.inference.predict.Predictions`."""
+
+    def describe(self, classes: list | None) -> dict[str, Any]:
+        """The head's entry in export metadata."""
+
+
+def surv_column(t: float) -> str:
+    """Export column of the survival probability at time ``t``."""
+    return f"surv_{float(t):.4g}"
+
+
 class CoxHead(nn.Module):
     """Log-risk of a Cox proportional-hazards model.
 
@@ -136,6 +188,8 @@ class CoxHead(nn.Module):
     """
 
     kind = "cox"
+    is_survival = True
+    bins = None
 
     def __init__(self, d: int, ties: str = "efron"):
         super().__init__()
@@ -155,6 +209,25 @@ class CoxHead(nn.Module):
         """Higher is worse: the log-risk itself."""
         return out
 
+    def objective(self, raw: torch.Tensor, targets: Targets, name: str) -> torch.Tensor:
+        return self.loss(raw, targets.time, targets.event)
+
+    def outputs(self, raw: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+        return {"risk": self.risk(raw)}
+
+    def survival_times(self) -> None:
+        """None: a Cox curve needs a baseline hazard fitted outside the network."""
+        return None
+
+    def export_columns(self, name: str, classes: list | None) -> list[str]:
+        return ["risk"]
+
+    def export_values(self, name: str, classes: list | None, preds: Any) -> dict[str, Any]:
+        return {"risk": preds.risk}
+
+    def describe(self, classes: list | None) -> dict[str, Any]:
+        return {"kind": self.kind}
+
 
 class DiscreteTimeHead(nn.Module):
     """Hazard logits over the bins of a fitted :class:`DiscreteTimeBins`.
@@ -168,6 +241,7 @@ class DiscreteTimeHead(nn.Module):
     """
 
     kind = "discrete"
+    is_survival = True
 
     def __init__(self, d: int, bins: DiscreteTimeBins, alpha: float = 0.4, eps: float = 1e-7):
         super().__init__()
@@ -211,6 +285,32 @@ class DiscreteTimeHead(nn.Module):
         """Higher is worse: minus the summed survival curve (MCAT)."""
         return -self.survival(out).sum(-1)
 
+    def survival_curve(self, out: torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` survival at :meth:`survival_times` (the same as :meth:`survival`)."""
+        return self.survival(out)
+
+    def objective(self, raw: torch.Tensor, targets: Targets, name: str) -> torch.Tensor:
+        return self.loss(raw, targets.time, targets.event)
+
+    def outputs(self, raw: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+        return {"risk": self.risk(raw), "survival": self.survival_curve(raw)}
+
+    def survival_times(self) -> np.ndarray:
+        """``(K,)`` the upper edge of each bin."""
+        return np.asarray(self.bins.edges[1:], dtype=float)
+
+    def export_columns(self, name: str, classes: list | None) -> list[str]:
+        return ["risk"] + [surv_column(t) for t in self.bins.edges[1:]]
+
+    def export_values(self, name: str, classes: list | None, preds: Any) -> dict[str, Any]:
+        cols = {"risk": preds.risk}
+        for j, t in enumerate(self.bins.edges[1:]):
+            cols[surv_column(t)] = preds.survival[:, j]
+        return cols
+
+    def describe(self, classes: list | None) -> dict[str, Any]:
+        return {"kind": self.kind, "times": [float(t) for t in self.bins.edges[1:]]}
+
 
 class ClassificationHead(nn.Module):
     """Class logits, trained with cross-entropy that skips missing labels.
@@ -221,6 +321,8 @@ class ClassificationHead(nn.Module):
     """
 
     kind = "classification"
+    is_survival = False
+    bins = None
 
     def __init__(self, d: int, n_classes: int):
         super().__init__()
@@ -241,5 +343,32 @@ class ClassificationHead(nn.Module):
         """``(B, C)`` class probabilities."""
         return torch.softmax(out, dim=-1)
 
+    def objective(self, raw: torch.Tensor, targets: Targets, name: str) -> torch.Tensor:
+        """Cross-entropy on ``targets.labels[name]``."""
+        return self.loss(raw, targets.labels[name])
 
-__all__ = ["ClassificationHead", "CoxHead", "DiscreteTimeBins", "DiscreteTimeHead"]
+    def outputs(self, raw: torch.Tensor, name: str) -> dict[str, torch.Tensor]:
+        return {f"proba:{name}": self.proba(raw)}
+
+    def survival_times(self) -> None:
+        return None
+
+    def export_columns(self, name: str, classes: list | None) -> list[str]:
+        return [f"proba_{name}_{c}" for c in classes]
+
+    def export_values(self, name: str, classes: list | None, preds: Any) -> dict[str, Any]:
+        return {f"proba_{name}_{c}": preds.proba[name][:, j] for j, c in enumerate(classes)}
+
+    def describe(self, classes: list | None) -> dict[str, Any]:
+        return {"kind": self.kind, "classes": classes}
+
+
+__all__ = [
+    "ClassificationHead",
+    "CoxHead",
+    "DiscreteTimeBins",
+    "DiscreteTimeHead",
+    "Head",
+    "Targets",
+    "surv_column",
+]

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..graph.batch import GraphBatch
 from .graphmed_net import GraphMedNet, NetOutput
+from .heads import Targets
 from .linear_path import LinearCoxPath
 
 
@@ -74,15 +75,16 @@ class GraphMedModel(nn.Module):
         self, batch: GraphBatch, output: ModelOutput
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted sum of the head losses and the steering loss, and each part."""
-        parts = {}
-        for name, head in self.heads.items():
-            raw = output.heads[name].float()
-            if head.kind == "classification":
-                parts[name] = head.loss(raw, batch.labels[name])
-            else:
-                parts[name] = head.loss(raw, batch.time, batch.event)
+        parts = self.head_losses({n: raw.float() for n, raw in output.heads.items()}, batch)
         total = sum(self.weights[n] * parts[n] for n in parts)
         if self.steering_weight:
             parts["steering"] = output.net.steering_loss
             total = total + self.steering_weight * output.net.steering_loss
         return total, parts
+
+    def head_losses(
+        self, raw: dict[str, torch.Tensor], targets: Targets
+    ) -> dict[str, torch.Tensor]:
+        """Each head's loss (unweighted) of its raw output on ``targets`` (a batch, or all of
+        a :class:`~graphmed.graph.build.PatientGraphs` for a full-set validation loss)."""
+        return {name: head.objective(raw[name], targets, name) for name, head in self.heads.items()}

@@ -122,7 +122,7 @@ class Trainer:
             best_weights = self._load(path, model, optimizer, scaler, stopper)
         resumed = stopper.monitor_used is not None
         stopper.choose_monitor(
-            any(head.kind != "classification" for head in model.heads.values()),
+            any(head.is_survival for head in model.heads.values()),
             None if val_d is None else len(val_d),
             0 if val_d is None else int(val_d.event.sum()),
         )
@@ -280,20 +280,17 @@ class Trainer:
     def validation_loss(
         self, model: GraphMedModel, val: PatientGraphs, batch_size: int = 1024
     ) -> float:
-        """Weighted head losses over all of ``val``; the forward runs in chunks."""
+        """Weighted head losses (:meth:`GraphMedModel.head_losses`) over all of ``val`` at
+        once, without the steering loss; the forward runs in chunks."""
         model.eval()
         val = val.to(self.device)
         raw: dict[str, list[torch.Tensor]] = {name: [] for name in model.heads}
         for out in forward_chunks(model, val, batch_size, self.config.precision):
             for name in model.heads:
                 raw[name].append(out.heads[name].float())
+        parts = model.head_losses({name: torch.cat(raw[name]) for name in model.heads}, val)
         total = 0.0
-        for name, head in model.heads.items():
-            outputs = torch.cat(raw[name])
-            if head.kind == "classification":
-                part = head.loss(outputs, val.labels[name])
-            else:
-                part = head.loss(outputs, val.time, val.event)
+        for name, part in parts.items():
             total += model.weights[name] * float(part)
         return total
 

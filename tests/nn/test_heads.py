@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -6,7 +7,14 @@ import torch
 
 from graphmed.errors import GraphMedError
 from graphmed.losses import cox_ph_loss, cross_entropy, discrete_time_nll
-from graphmed.nn.heads import ClassificationHead, CoxHead, DiscreteTimeBins, DiscreteTimeHead
+from graphmed.nn.heads import (
+    ClassificationHead,
+    CoxHead,
+    DiscreteTimeBins,
+    DiscreteTimeHead,
+    Head,
+    surv_column,
+)
 
 TIMES = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 100.0, 200.0])
 EVENTS = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0])
@@ -127,3 +135,34 @@ def test_every_head_trains_on_any_encoder_output(bins):
         head.zero_grad()
         loss.backward()
         assert torch.isfinite(loss) and head.linear.weight.grad.abs().sum() > 0
+
+
+def test_every_head_keeps_the_head_protocol(bins):
+    """Loss on named targets, predictions, survival times and export columns that agree."""
+    z = torch.randn(12, 5)
+    targets = SimpleNamespace(
+        time=torch.rand(12) * 10, event=torch.ones(12), labels={"grade": torch.randint(0, 2, (12,))}
+    )
+    for head, name, classes in (
+        (CoxHead(5), "survival", None),
+        (DiscreteTimeHead(5, bins), "survival", None),
+        (ClassificationHead(5, 2), "grade", ["low", "high"]),
+    ):
+        assert isinstance(head, Head)
+        raw = head(z)
+        assert torch.isfinite(head.objective(raw, targets, name))
+        outputs = head.outputs(raw, name)
+        assert ("risk" in outputs) == head.is_survival
+        times = head.survival_times()
+        assert (times is None) == ("survival" not in outputs)
+        preds = SimpleNamespace(
+            risk=outputs.get("risk"),
+            survival=outputs.get("survival"),
+            proba={name: outputs.get(f"proba:{name}")},
+        )
+        columns = head.export_columns(name, classes)
+        assert list(head.export_values(name, classes, preds)) == columns
+        assert head.describe(classes)["kind"] == head.kind
+    assert DiscreteTimeHead(5, bins).export_columns("survival", None)[1:] == [
+        surv_column(t) for t in bins.edges[1:]
+    ]
