@@ -34,11 +34,13 @@ def run_lock(folder: str | os.PathLike, what: str = "graphmed run") -> Iterator[
         GraphMedError: A live process holds the lock; the message names it,
             the lock file and what to do.
     """
+    from ._atomic import _writes_reach_disk
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
     key = str(path.resolve())
-    if key in _HELD:
+    if key in _HELD or not _writes_reach_disk():  # in a torchrun job rank 0 holds it for all
         yield path
         return
     _acquire(path, folder, what)

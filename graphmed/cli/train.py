@@ -29,6 +29,12 @@ def register(sub) -> None:
     p.add_argument(
         "--no-final", action="store_true", help="skip fitting the final model on all patients"
     )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one rank of a torchrun job: each global batch is split across the ranks, "
+        "rank 0 writes (docs/distributed.md)",
+    )
     add_cohort_path_args(p)
     add_config_args(p)
     p.set_defaults(func=run)
@@ -38,23 +44,34 @@ def run(args: argparse.Namespace) -> int:
     from .._lock import run_lock
 
     config = load_config_from_args(args)
-    cohort = read_cohort_arg(args.cohort, args)
-    # One run per --out: a second one would interleave its folds and metrics with ours.
-    with run_lock(args.out, "graphmed train"):
-        return _train(args, config, cohort)
+    ctx = None
+    if args.distributed:
+        from ..train import distributed
+
+        ctx = distributed.init_distributed(config.train.device)
+    try:
+        cohort = read_cohort_arg(args.cohort, args)
+        # One run per --out: a second one would interleave its folds and metrics with ours
+        # (in a torchrun job rank 0 holds it for all the ranks, which write nothing).
+        with run_lock(args.out, "graphmed train"):
+            quiet = ctx is not None and not ctx.is_main
+            return _train(args, config, cohort, echo=(lambda *a: None) if quiet else print)
+    finally:
+        if ctx is not None:
+            distributed.shutdown()
 
 
-def _train(args: argparse.Namespace, config, cohort) -> int:
+def _train(args: argparse.Namespace, config, cohort, echo=print) -> int:
     from ..train.cv import cross_validate
     from ..train.saved import fit_final
 
-    result = cross_validate(cohort, config, args.out, resume=args.resume)
-    print(methods_table(result.metrics))
+    result = cross_validate(cohort, config, args.out, resume=args.resume, log=echo)
+    echo(methods_table(result.metrics))
     if not args.no_final:
         model, _ = fit_final(
             cohort, config, checkpoint=args.out / "final_checkpoint.pt", resume=args.resume
         )
         model.save(args.out / "model")
-        print(f"model saved to {args.out / 'model'}")
-    print(f"results in {args.out}")
+        echo(f"model saved to {args.out / 'model'}")
+    echo(f"results in {args.out}")
     return 0

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from .._atomic import atomic_path, write_json
+from .._atomic import _writes_reach_disk, atomic_path, write_json
 from .._lock import run_lock
 from ..data.cohort import Cohort
 from ..errors import ConfigError, did_you_mean
@@ -355,7 +355,7 @@ class _Logger:
 
     def __call__(self, line: str) -> None:
         self.echo(line)
-        if self.path is not None:
+        if self.path is not None and _writes_reach_disk():  # rank 0 only in a torchrun job
             with open(self.path, "a") as fh:
                 fh.write(line + "\n")
 

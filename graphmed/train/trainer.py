@@ -17,6 +17,7 @@ from ..graph.build import PatientGraphs
 from ..inference.model import resolve_device
 from ..inference.predict import Predictions, autocast, forward_chunks, predict
 from ..nn.model import GraphMedModel
+from . import accel, distributed
 from .config import TrainConfig
 from .early_stopping import EarlyStopping
 from .options import FitHistory
@@ -39,15 +40,27 @@ def make_adamw(params, **kwargs) -> torch.optim.AdamW:
 class Trainer:
     """Fit a :class:`GraphMedModel` with early stopping on validation patients.
 
+    Inside a ``--distributed`` job (:func:`graphmed.train.distributed.init_distributed`
+    called before) the model is wrapped in ``DistributedDataParallel`` and every
+    global batch is split across the ranks (:func:`~graphmed.train.distributed.sharded_step`).
+
     Args:
         config: Optimisation settings (:class:`TrainConfig`).
         log: Callable receiving one line of text per epoch (default: nothing).
+
+    Raises:
+        GraphMedError: ``train.cuda_graphs`` off CUDA or under ``--distributed``.
     """
 
     def __init__(self, config: TrainConfig, log=None):
         self.config = config
-        self.device = resolve_device(config.device)
+        self.dist = distributed.current()
+        self.device = (
+            self.dist.device(config.device) if self.dist else resolve_device(config.device)
+        )
+        accel.check_accel(config.compile, config.cuda_graphs, self.device, self.dist is not None)
         self.log = log or (lambda line: None)
+        self._step_model = self._step_forward = self._graphed = None
 
     # ---------------------------------------------------------------- helpers
     def _optimizer(self, model: GraphMedModel) -> torch.optim.Optimizer:
@@ -63,6 +76,33 @@ class Trainer:
 
     def _autocast(self):
         return autocast(self.device, self.config.precision)
+
+    def _prepare_step(self, model: GraphMedModel) -> None:
+        """What :meth:`train_step` runs the forward pass through: ``model``, or its
+        ``DistributedDataParallel`` wrapper, compiled under ``train.compile``; or the
+        CUDA graphs of the forward and loss under ``train.cuda_graphs``."""
+        cfg = self.config
+        forward = model
+        if self.dist is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # find_unused_parameters: a batch without a modality leaves parts unused
+            forward = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+        if cfg.compile:
+            forward = accel.compile_forward(forward, cfg.compile_backend)
+        self._graphed = None
+        if cfg.cuda_graphs:
+            dtype = {"bf16": torch.bfloat16}.get(cfg.precision)
+            self._graphed = accel.GraphedLoss(model, dtype)
+        self._step_model, self._step_forward = model, forward
+
+    def _add_noise(self, batch: GraphBatch) -> GraphBatch:
+        """Gaussian noise on the real nodes' features (``train.feature_noise``)."""
+        for m, x in batch.x.items():
+            noise = torch.randn_like(x) * self.config.feature_noise
+            batch.x[m] = x + noise * batch.node_mask[m][..., None]
+        return batch
 
     def _progress(self, total: int, desc: str):
         from tqdm.auto import tqdm
@@ -112,6 +152,7 @@ class Trainer:
         train_d = train.to(self.device)
         val_d = val.to(self.device) if val is not None and len(val) else None
         optimizer = self._optimizer(model)
+        self._prepare_step(model)
         scaler = torch.amp.GradScaler(
             "cuda", enabled=self.device.type == "cuda" and cfg.precision == "fp16"
         )
@@ -191,11 +232,12 @@ class Trainer:
         )
         running = torch.zeros((), device=self.device)
         for idx in order.chunk(n_batches):
+            if self.dist is not None:
+                running += self.sharded_step(model, train, idx, optimizer, scaler).detach()
+                continue
             batch = train.batch(idx.to(self.device))
             if cfg.feature_noise > 0:
-                for m, x in batch.x.items():
-                    noise = torch.randn_like(x) * cfg.feature_noise
-                    batch.x[m] = x + noise * batch.node_mask[m][..., None]
+                batch = self._add_noise(batch)
             running += self.train_step(model, batch, optimizer, scaler).detach()
         train_loss = float(running) / n_batches
         if not np.isfinite(train_loss):
@@ -212,12 +254,53 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler,
     ) -> torch.Tensor:
-        """Forward, loss, backward and one optimiser step on ``batch``; the loss (with grad)."""
-        with self._autocast():
-            out = model(batch)
-        loss, _ = model.loss(batch, out)
+        """Forward, loss, backward and one optimiser step on ``batch``; the loss (with grad).
+
+        The forward pass runs compiled under ``train.compile``, and forward and loss
+        replay CUDA graphs under ``train.cuda_graphs`` (:mod:`graphmed.train.accel`).
+        """
+        if self._step_model is not model:
+            self._prepare_step(model)
+        if self._graphed is not None:
+            loss = self._graphed(batch)
+        else:
+            with self._autocast():
+                out = self._step_forward(batch)
+            loss, _ = model.loss(batch, out)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss
+
+    def sharded_step(
+        self,
+        model: GraphMedModel,
+        train: PatientGraphs,
+        index: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+    ) -> torch.Tensor:
+        """:meth:`train_step` of a distributed job on the global batch ``index`` (the same on
+        every rank): this rank runs its share, the loss spans the whole batch
+        (:func:`~graphmed.train.distributed.sharded_step`), DDP averages the gradients.
+
+        Raises:
+            GraphMedError: Another rank stopped (its collective failed); the message
+                says to rerun with ``--resume``.
+        """
+        if self._step_model is not model:
+            self._prepare_step(model)
+        noise = self._add_noise if self.config.feature_noise > 0 else None
+        try:
+            with self._autocast():
+                loss, _ = distributed.sharded_step(
+                    model, self._step_forward, train, index.to(self.device), self.dist, noise
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+        except RuntimeError as err:  # gloo / NCCL: a peer is gone
+            raise distributed.check_alive(err, self.dist) from err
         scaler.step(optimizer)
         scaler.update()
         return loss

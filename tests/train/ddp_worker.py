@@ -1,11 +1,15 @@
 """A torchrun worker for tests/train/test_distributed.py (not a test module).
 
     torchrun --nproc-per-node 2 tests/train/ddp_worker.py OUT.json [kill-rank]
+    torchrun --nproc-per-node 2 tests/train/ddp_worker.py --trainer OUT.json [kill-rank]
 
 Takes three SGD steps of a small Cox model on a fixed batch of 12 patients
 split across the ranks (differentiable gather, DistributedDataParallel) and
-writes rank 0's final weights and losses to OUT.json. With ``kill-rank`` that
-rank exits abruptly before the second step.
+writes rank 0's final weights and losses to OUT.json. With ``--trainer`` it
+instead fits graphmed on a small synthetic cohort through the real
+``Trainer`` (:func:`fit_trainer`) and writes the weights and the history.
+With ``kill-rank`` that rank exits abruptly before the second step (after the
+first epoch with ``--trainer``).
 """
 
 import json
@@ -33,7 +37,52 @@ def model():
     return torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
 
 
+TRAINER = [
+    "model.hidden=16",
+    "model.heads=2",
+    "model.layers=1",
+    "model.dropout=0",
+    "model.modality_dropout=0",
+    "model.linear_path=false",
+    "train.epochs=3",
+    "train.patience=10",
+    "train.batch_size=16",
+    "train.progress=false",
+    "train.device=cpu",
+]
+
+
+def fit_trainer(log=None):
+    """graphmed fitted on 40 synthetic patients through ``fit_fold_model`` and ``Trainer``:
+    ``(model, history)``; in a distributed job each global batch of 16 is split."""
+    import graphmed
+    from graphmed.train.config import load_experiment
+    from graphmed.train.fit import fit_fold_model
+
+    cohort = graphmed.make_synthetic_cohort(40, bag_size=(2, 6), censoring=0.3, seed=3)
+    fold = fit_fold_model(cohort, load_experiment(None, TRAINER), log=log)
+    return fold.model, fold.history
+
+
+def trainer_main(out: str, kill: int) -> int:
+    ctx = distributed.init_distributed("cpu")
+
+    def log(line):
+        if ctx.rank == kill and line.startswith("epoch    0"):
+            os._exit(3)
+
+    model, history = fit_trainer(log)
+    if ctx.is_main:
+        weights = {k: v.flatten().tolist() for k, v in model.state_dict().items()}
+        with open(out, "w") as fh:
+            json.dump({"weights": weights, "history": history.history, "world": ctx.world_size}, fh)
+    distributed.shutdown()
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1] == "--trainer":
+        return trainer_main(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else -1)
     out, kill = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else -1
     ctx = distributed.init_distributed("cpu")
     net = DistributedDataParallel(model())

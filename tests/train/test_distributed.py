@@ -26,7 +26,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _torchrun(tmp_path, *args):
+def _torchrun(tmp_path, *args, worker=WORKER):
     port = _free_port()
     cmd = [
         sys.executable,
@@ -36,7 +36,7 @@ def _torchrun(tmp_path, *args):
         "2",
         "--master-port",
         str(port),
-        str(WORKER),
+        *([str(worker)] if worker else []),
         *map(str, args),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
@@ -67,13 +67,83 @@ def test_two_ranks_take_the_same_steps_as_one_process(tmp_path):
         )
 
 
+def test_two_ranks_train_through_the_trainer_as_one_process(tmp_path):
+    """The real Trainer (fit_fold_model) under torchrun: global batches of 16 split over two
+    gloo ranks give the weights and history of one process on the same batches."""
+    out = tmp_path / "trainer.json"
+    run = _torchrun(tmp_path, "--trainer", out)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["world"] == 2
+    model, history = ddp_worker.fit_trainer()
+    assert len(got["history"]) == len(history.history) == 3
+    for mine, theirs in zip(got["history"], history.history):
+        assert mine["epoch"] == theirs["epoch"]
+        for key in ("train_loss", "val_score"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6), key
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(
+            torch.tensor(got["weights"][name], dtype=value.dtype),
+            value.flatten(),
+            atol=2e-3 if _shift_invariant(name) else 1e-5,
+            rtol=1e-4,
+            msg=name,
+        )
+
+
+def _shift_invariant(name: str) -> bool:
+    """Parameters whose exact gradient is zero: a bias that shifts every score of a softmax
+    alike (pooling scores, attention keys) or every risk alike (the Cox loss ignores a
+    constant). Their gradient is rounding noise, which AdamW scales up to steps of lr size,
+    so two processes agree on them only to a few lr."""
+    return name.endswith("bias") and (
+        ".pool." in name
+        or ".k." in name
+        or name in ("net.out_norm.bias", "heads.survival.linear.bias")
+    )
+
+
 def test_a_killed_rank_ends_the_job_with_a_message(tmp_path):
-    run = _torchrun(tmp_path, tmp_path / "never.json", 1)
+    """Rank 1 dies after the first epoch of a Trainer fit; rank 0 stops with the message."""
+    run = _torchrun(tmp_path, "--trainer", tmp_path / "never.json", 1)
     assert run.returncode != 0
     assert not (tmp_path / "never.json").exists()
     assert "another rank of the job stopped" in run.stderr and "--resume" in run.stderr, run.stderr[
         -3000:
     ]
+
+
+def test_graphmed_train_distributed_writes_one_run(tmp_path):
+    """``torchrun -m graphmed train --distributed``: rank 0 alone holds the lock, prints and
+    writes; the run folder is what a single process writes."""
+    from _settings import TINY_CV
+
+    import graphmed
+
+    graphmed.write_cohort(
+        graphmed.make_synthetic_cohort(40, bag_size=(2, 4), seed=0), tmp_path / "c"
+    )
+    sets = [a for kv in TINY_CV for a in ("--set", kv)]
+    run = _torchrun(
+        tmp_path,
+        "-m",
+        "graphmed",
+        "train",
+        "--cohort",
+        tmp_path / "c",
+        "--out",
+        tmp_path / "run",
+        "--distributed",
+        "--no-progress",
+        *sets,
+        worker=None,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("results in") == 1  # rank 1 prints nothing
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"metrics.json", "oof_predictions.csv", "model", "log.txt"} <= names
+    assert not any(".tmp" in n or n.startswith(".graphmed.lock") for n in names), names
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["c_index"]
 
 
 def test_without_torchrun_the_message_gives_the_command(monkeypatch):
