@@ -154,3 +154,27 @@ def test_graphed_training_steps_equal_eager_on_cuda(setup):
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), atol=1e-4, rtol=1e-4)
     for a, b in zip(eager.parameters(), graphed.parameters()):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
+
+
+def test_the_trainer_compiles_its_step_when_asked(monkeypatch):
+    """train.compile through the real Trainer: the fit equals the eager fit (aot_eager)."""
+    from graphmed.train.fit import fit_fold_model
+
+    calls, real = [], accel.compile_forward
+    monkeypatch.setattr(accel, "compile_forward", lambda m, b: calls.append(b) or real(m, b))
+    cohort = graphmed.make_synthetic_cohort(30, bag_size=(2, 6), censoring=0.3, seed=2)
+    fits = []
+    for extra in ([], ["train.compile=true", "train.compile_backend=aot_eager"]):
+        config = load_experiment(
+            None,
+            DETERMINISTIC
+            + ["model.linear_path=false", "train.epochs=2", "train.batch_size=24"]
+            + ["train.progress=false", "train.device=cpu", *extra],
+        )
+        fits.append(fit_fold_model(cohort, config))
+    eager, compiled = fits
+    assert calls == ["aot_eager"]  # once, for the compiled fit only
+    for a, b in zip(eager.history.history, compiled.history.history):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+    for (name, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)
