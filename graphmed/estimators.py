@@ -31,6 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from .data.cohort import Cohort
 from .errors import GraphMedError
 from .estimator_inputs import as_cohort, group_columns
+from .inference.survival import cox_survival, fit_breslow, step_functions
 from .train.config import ExperimentConfig, load_experiment
 
 
@@ -230,9 +231,7 @@ class GraphMedSurvival(_GraphMedEstimator):
         self._fit(cohort, cfg)
         preds = self._predictions(cohort)
         if self.survival == "cox":
-            from sksurv.linear_model.coxph import BreslowEstimator
-
-            self.baseline_ = BreslowEstimator().fit(preds.risk, cohort.event == 1, cohort.time)
+            self.baseline_ = fit_breslow(preds.risk, cohort.event, cohort.time)
             self.unique_times_ = np.asarray(self.baseline_.unique_times_, dtype=float)
         else:
             self.unique_times_ = np.asarray(preds.survival_times, dtype=float)
@@ -253,20 +252,12 @@ class GraphMedSurvival(_GraphMedEstimator):
         """
         preds = self._predictions(self._cohort(X))
         if self.survival == "cox":
-            fns = self.baseline_.get_survival_function(preds.risk)
-            if return_array:
-                return np.vstack([fn(self.unique_times_) for fn in fns])
-            return fns
+            return cox_survival(
+                self.baseline_, preds.risk, self.unique_times_ if return_array else None
+            )
         if return_array:
             return np.asarray(preds.survival, dtype=float)
-        from sksurv.functions import StepFunction
-
-        times, surv = self.unique_times_, np.asarray(preds.survival, dtype=float)
-        if times[0] > 0:  # nobody has had the event at time 0
-            times, surv = np.r_[0.0, times], np.c_[np.ones(len(surv)), surv]
-        out = np.empty(len(surv), dtype=object)
-        out[:] = [StepFunction(times, row) for row in surv]
-        return out
+        return step_functions(self.unique_times_, preds.survival)
 
     def score(self, X, y=None) -> float:
         """Harrell's C-index of ``predict(X)`` against ``y`` (NaN without events)."""

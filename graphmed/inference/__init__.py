@@ -11,6 +11,7 @@ from .fitted import FittedData
 from .io import load_model
 from .model import DEFAULT_CHUNK_SIZE, TrainedModel, config_hash
 from .predict import Predictions, predict
+from .survival import cox_survival, fit_breslow, step_functions
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -22,9 +23,12 @@ __all__ = [
     "TrainedModel",
     "check_compatibility",
     "config_hash",
+    "cox_survival",
     "embed_frame",
     "export_embeddings",
+    "fit_breslow",
     "load_model",
     "predict",
     "read_export_metadata",
+    "step_functions",
 ]
