@@ -47,12 +47,13 @@ from .errors import GraphMedError
 TIED_TOL = 1e-8  # sksurv's tolerance for tied risks
 
 
-def _nan(why: str) -> float:
-    warnings.warn(why, stacklevel=3)
+def _nan(why: str, warn: bool = True) -> float:
+    if warn:
+        warnings.warn(why, stacklevel=3)
     return float("nan")
 
 
-def _guarded(name: str, fn, *args) -> float:
+def _guarded(name: str, fn, *args, warn: bool = True) -> float:
     # sksurv raises without a comparable pair, or warns and divides 0 by 0
     try:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -60,7 +61,7 @@ def _guarded(name: str, fn, *args) -> float:
     except NoComparablePairException:
         value = float("nan")
     if np.isnan(value):
-        return _nan(f"{name} has no comparable pair; returning NaN")
+        return _nan(f"{name} has no comparable pair; returning NaN", warn)
     return value
 
 
@@ -87,17 +88,34 @@ def _risk(risk: Any, n: int) -> np.ndarray:
     return r
 
 
-def harrell_c(time: Any, event: Any, risk: Any) -> float:
-    """Harrell's C-index (``sksurv.metrics.concordance_index_censored``).
+def harrell_c(time: Any, event: Any, risk: Any, *, warn: bool = True) -> float:
+    """Harrell's C-index: the one graphmed computes everywhere (reports, early
+    stopping, the baselines' inner CV, ``score``), as
+    ``sksurv.metrics.concordance_index_censored``.
 
-    Higher ``risk`` means an earlier event. NaN (with a warning) when there is
-    no comparable pair, e.g. no events.
+    Higher ``risk`` means an earlier event. Where the index is undefined the
+    result is NaN, never an exception: no events, no comparable pair (e.g.
+    the only event is the last time), or a ``risk`` that is not finite
+    everywhere (a diverged model). Each case warns unless ``warn=False``, for
+    callers that handle NaN themselves (early stopping, inner CV).
+
+    Args:
+        time: ``(n,)`` follow-up times.
+        event: ``(n,)`` 1 = event, 0 = censored.
+        risk: ``(n,)`` predicted risk.
+        warn: Warn when returning NaN (default ``True``).
+
+    Raises:
+        GraphMedError: ``time``, ``event`` and ``risk`` differ in length, or a
+            time is not finite, or an event is not 0 / 1.
     """
     t, e = _survival(time, event)
     r = _risk(risk, t.size)
     if not e.any():
-        return _nan("Harrell's C is undefined without events; returning NaN")
-    return _guarded("Harrell's C", concordance_index_censored, e, t, r)
+        return _nan("Harrell's C is undefined without events; returning NaN", warn)
+    if not np.isfinite(r).all():
+        return _nan("Harrell's C is undefined for a risk that is not finite; returning NaN", warn)
+    return _guarded("Harrell's C", concordance_index_censored, e, t, r, warn=warn)
 
 
 @torch.no_grad()

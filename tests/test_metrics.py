@@ -103,6 +103,23 @@ def test_harrell_c_is_sksurv_and_nan_without_events():
         harrell_c(time, event, risk[:5])
 
 
+def test_harrell_c_nan_policy_for_early_stopping_and_inner_cv():
+    """NaN, never an exception, where C is undefined; ``warn=False`` keeps it quiet."""
+    time, event, risk = cohort(80, 2)
+    bad = risk.copy()
+    bad[3] = np.nan
+    with pytest.warns(UserWarning, match="not finite"):
+        assert math.isnan(harrell_c(time, event, bad))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(harrell_c(time, event, bad, warn=False))
+        assert math.isnan(harrell_c([1.0, 1.0], [1, 1], [0.2, 0.3], warn=False))
+        assert math.isnan(harrell_c(time, np.zeros(80), risk, warn=False))
+        assert harrell_c(time, event, risk.astype(np.float32), warn=False) == pytest.approx(
+            concordance_index_censored(event, time, risk.astype(np.float32))[0], abs=0
+        )
+
+
 # ---------------------------------------------------------------- Uno
 def test_uno_c_equals_sksurv_inside_the_training_follow_up(split):
     tt, te, t, e, r = split

@@ -30,12 +30,12 @@ from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.preprocessing import StandardScaler
 from sksurv.ensemble import RandomSurvivalForest
 from sksurv.linear_model import CoxnetSurvivalAnalysis
-from sksurv.metrics import concordance_index_censored
 from sksurv.util import Surv
 
 from ..data.cohort import Cohort
 from ..errors import ConfigError, GraphMedError, did_you_mean
 from ..losses import cox_ph_loss
+from ..metrics import harrell_c
 from .features import FeatureMatrix
 
 _FIT_ERRORS = (ArithmeticError, AssertionError, ValueError, np.linalg.LinAlgError)
@@ -466,10 +466,8 @@ def _frame(x: np.ndarray) -> pd.DataFrame:
 
 
 def _c_index(y: np.ndarray, risk: np.ndarray) -> float:
-    try:
-        return float(concordance_index_censored(y["event"], y["time"], risk)[0])
-    except ValueError:  # no comparable pair in this fold
-        return float("nan")
+    # NaN for a fold without a comparable pair (or a diverged path): skipped in the mean
+    return harrell_c(y["time"], y["event"], risk, warn=False)
 
 
 def _validation_split(event: np.ndarray, fraction: float, seed: int):

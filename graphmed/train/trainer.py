@@ -16,6 +16,7 @@ from ..graph.batch import GraphBatch
 from ..graph.build import PatientGraphs
 from ..inference.model import resolve_device
 from ..inference.predict import Predictions, autocast, forward_chunks, predict
+from ..metrics import harrell_c
 from ..nn.model import GraphMedModel
 from . import accel, distributed
 from .config import TrainConfig
@@ -341,22 +342,13 @@ class Trainer:
         likelihood compares each event with its whole risk set), computed in
         evaluation mode.
         """
-        from sksurv.exceptions import NoComparablePairException
-        from sksurv.metrics import concordance_index_censored
-
         model.eval()
         if self.config.monitor == "c_index" and val.event.sum() > 0:
             preds = self.predict(model, val)
             if preds.risk is not None:
-                if not np.isfinite(preds.risk).all():
-                    return float("nan")
-                event = val.event.cpu().numpy().astype(bool)
-                try:
-                    return float(
-                        concordance_index_censored(event, val.time.cpu().numpy(), preds.risk)[0]
-                    )
-                except NoComparablePairException:
-                    return float("nan")
+                # NaN is early stopping's to handle (it falls back, and warns): no warning here
+                time, event = val.time.cpu().numpy(), val.event.cpu().numpy()
+                return harrell_c(time, event, preds.risk, warn=False)
         return -self.validation_loss(model, val)
 
     @torch.no_grad()
