@@ -9,12 +9,14 @@ writes rank 0's final weights and losses to OUT.json. With ``--trainer`` it
 instead fits graphmed on a small synthetic cohort through the real
 ``Trainer`` (:func:`fit_trainer`) and writes the weights and the history.
 With ``kill-rank`` that rank exits abruptly before the second step (after the
-first epoch with ``--trainer``).
+first epoch with ``--trainer``, whose further arguments are a checkpoint file
+and ``resume``).
 """
 
 import json
 import os
 import sys
+import time
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -52,7 +54,7 @@ TRAINER = [
 ]
 
 
-def fit_trainer(log=None):
+def fit_trainer(log=None, checkpoint=None, resume=False):
     """graphmed fitted on 40 synthetic patients through ``fit_fold_model`` and ``Trainer``:
     ``(model, history)``; in a distributed job each global batch of 16 is split."""
     import graphmed
@@ -60,18 +62,20 @@ def fit_trainer(log=None):
     from graphmed.train.fit import fit_fold_model
 
     cohort = graphmed.make_synthetic_cohort(40, bag_size=(2, 6), censoring=0.3, seed=3)
-    fold = fit_fold_model(cohort, load_experiment(None, TRAINER), log=log)
+    config = load_experiment(None, TRAINER)
+    fold = fit_fold_model(cohort, config, log=log, checkpoint=checkpoint, resume=resume)
     return fold.model, fold.history
 
 
-def trainer_main(out: str, kill: int) -> int:
+def trainer_main(out: str, kill: int, checkpoint: str | None = None, resume: bool = False) -> int:
     ctx = distributed.init_distributed("cpu")
 
     def log(line):
         if ctx.rank == kill and line.startswith("epoch    0"):
+            time.sleep(1.0)  # rank 0 saves the checkpoint and waits in its next collective
             os._exit(3)
 
-    model, history = fit_trainer(log)
+    model, history = fit_trainer(log, checkpoint, resume)
     if ctx.is_main:
         weights = {k: v.flatten().tolist() for k, v in model.state_dict().items()}
         with open(out, "w") as fh:
@@ -81,8 +85,11 @@ def trainer_main(out: str, kill: int) -> int:
 
 
 def main() -> int:
-    if sys.argv[1] == "--trainer":
-        return trainer_main(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else -1)
+    if sys.argv[1] == "--trainer":  # OUT [KILL [CHECKPOINT [resume]]]
+        args = sys.argv[2:]
+        kill = int(args[1]) if len(args) > 1 else -1
+        checkpoint = args[2] if len(args) > 2 else None
+        return trainer_main(args[0], kill, checkpoint, len(args) > 3 and args[3] == "resume")
     out, kill = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else -1
     ctx = distributed.init_distributed("cpu")
     net = DistributedDataParallel(model())

@@ -18,6 +18,12 @@ sys.path.insert(0, str(WORKER.parent))
 import ddp_worker  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_process():
+    """``(model, history)`` of the worker's Trainer fit in this single process."""
+    return ddp_worker.fit_trainer()
+
+
 def _free_port() -> int:
     import socket
 
@@ -26,7 +32,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _torchrun(tmp_path, *args, worker=WORKER):
+def _torchrun(tmp_path, *args, worker=WORKER, monitor_s=0.1):
     port = _free_port()
     cmd = [
         sys.executable,
@@ -36,6 +42,10 @@ def _torchrun(tmp_path, *args, worker=WORKER):
         "2",
         "--master-port",
         str(port),
+        # how soon torchrun stops the other ranks once one has died: a killed-rank test
+        # waits, so that the survivor reports the dead peer itself
+        "--monitor-interval",
+        str(monitor_s),
         *([str(worker)] if worker else []),
         *map(str, args),
     ]
@@ -67,7 +77,7 @@ def test_two_ranks_take_the_same_steps_as_one_process(tmp_path):
         )
 
 
-def test_two_ranks_train_through_the_trainer_as_one_process(tmp_path):
+def test_two_ranks_train_through_the_trainer_as_one_process(tmp_path, one_process):
     """The real Trainer (fit_fold_model) under torchrun: global batches of 16 split over two
     gloo ranks give the weights and history of one process on the same batches."""
     out = tmp_path / "trainer.json"
@@ -75,7 +85,7 @@ def test_two_ranks_train_through_the_trainer_as_one_process(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(out.read_text())
     assert got["world"] == 2
-    model, history = ddp_worker.fit_trainer()
+    model, history = one_process
     assert len(got["history"]) == len(history.history) == 3
     for mine, theirs in zip(got["history"], history.history):
         assert mine["epoch"] == theirs["epoch"]
@@ -103,14 +113,34 @@ def _shift_invariant(name: str) -> bool:
     )
 
 
-def test_a_killed_rank_ends_the_job_with_a_message(tmp_path):
-    """Rank 1 dies after the first epoch of a Trainer fit; rank 0 stops with the message."""
-    run = _torchrun(tmp_path, "--trainer", tmp_path / "never.json", 1)
+def test_a_killed_rank_ends_the_job_with_a_message_and_resume_finishes_it(tmp_path, one_process):
+    """Rank 1 dies after the first epoch of a Trainer fit; rank 0 stops with the message.
+    The same job with resume continues from rank 0's checkpoint to the result of a fit
+    that was never interrupted."""
+    ckpt = tmp_path / "state.pt"
+    run = _torchrun(tmp_path, "--trainer", tmp_path / "never.json", 1, ckpt, monitor_s=5)
     assert run.returncode != 0
     assert not (tmp_path / "never.json").exists()
     assert "another rank of the job stopped" in run.stderr and "--resume" in run.stderr, run.stderr[
         -3000:
     ]
+    assert ckpt.exists()  # epoch 0, written by rank 0 alone
+    out = tmp_path / "resumed.json"
+    run = _torchrun(tmp_path, "--trainer", out, -1, ckpt, "resume")
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(out.read_text())
+    model, history = one_process
+    assert [h["epoch"] for h in got["history"]] == [0, 1, 2]
+    for mine, theirs in zip(got["history"], history.history):
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5, abs=1e-6)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(
+            torch.tensor(got["weights"][name], dtype=value.dtype),
+            value.flatten(),
+            atol=2e-3 if _shift_invariant(name) else 1e-5,
+            rtol=1e-4,
+            msg=name,
+        )
 
 
 def test_graphmed_train_distributed_writes_one_run(tmp_path):
