@@ -94,9 +94,9 @@ def harrell_c(time: Any, event: Any, risk: Any, *, warn: bool = True) -> float:
     ``sksurv.metrics.concordance_index_censored``.
 
     Higher ``risk`` means an earlier event. Where the index is undefined the
-    result is NaN, never an exception: no events, no comparable pair (e.g.
-    the only event is the last time), or a ``risk`` that is not finite
-    everywhere (a diverged model). Each case warns unless ``warn=False``, for
+    result is NaN, never an exception: fewer than two patients, no events, no
+    comparable pair (e.g. the only event is the last time), or a ``risk`` that
+    is not finite everywhere (a diverged model). Each case warns unless ``warn=False``, for
     callers that handle NaN themselves (early stopping, inner CV).
 
     Args:
@@ -111,6 +111,8 @@ def harrell_c(time: Any, event: Any, risk: Any, *, warn: bool = True) -> float:
     """
     t, e = _survival(time, event)
     r = _risk(risk, t.size)
+    if t.size < 2:
+        return _nan(f"Harrell's C needs two patients, but got {t.size}; returning NaN", warn)
     if not e.any():
         return _nan("Harrell's C is undefined without events; returning NaN", warn)
     if not np.isfinite(r).all():

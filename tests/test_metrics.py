@@ -115,6 +115,7 @@ def test_harrell_c_nan_policy_for_early_stopping_and_inner_cv():
         assert math.isnan(harrell_c(time, event, bad, warn=False))
         assert math.isnan(harrell_c([1.0, 1.0], [1, 1], [0.2, 0.3], warn=False))
         assert math.isnan(harrell_c(time, np.zeros(80), risk, warn=False))
+        assert math.isnan(harrell_c([1.0], [1], [0.5], warn=False))
         assert harrell_c(time, event, risk.astype(np.float32), warn=False) == pytest.approx(
             concordance_index_censored(event, time, risk.astype(np.float32))[0], abs=0
         )
