@@ -2,12 +2,16 @@
 
     torchrun --nproc-per-node 2 tests/train/ddp_worker.py OUT.json [kill-rank]
     torchrun --nproc-per-node 2 tests/train/ddp_worker.py --trainer OUT.json [kill-rank]
+    torchrun --nproc-per-node 2 tests/train/ddp_worker.py --estimator OUT.json
 
 Takes three SGD steps of a small Cox model on a fixed batch of 12 patients
 split across the ranks (differentiable gather, DistributedDataParallel) and
 writes rank 0's final weights and losses to OUT.json. With ``--trainer`` it
 instead fits graphmed on a small synthetic cohort through the real
 ``Trainer`` (:func:`fit_trainer`) and writes the weights and the history.
+With ``--estimator`` it fits :class:`graphmed.GraphMedSurvival` on the same
+cohort (:func:`fit_estimator`; the job is joined by ``init_distributed``
+before ``fit``) and writes rank 0's predicted risks.
 With ``kill-rank`` that rank exits abruptly before the second step (after the
 first epoch with ``--trainer``, whose further arguments are a checkpoint file
 and ``resume``).
@@ -67,6 +71,28 @@ def fit_trainer(log=None, checkpoint=None, resume=False):
     return fold.model, fold.history
 
 
+def fit_estimator():
+    """:class:`graphmed.GraphMedSurvival` fitted on the cohort of :func:`fit_trainer` with the
+    same options: the risks it predicts for that cohort."""
+    import graphmed
+
+    cohort = graphmed.make_synthetic_cohort(40, bag_size=(2, 6), censoring=0.3, seed=3)
+    est = graphmed.GraphMedSurvival(
+        hidden=16, layers=1, heads=2, epochs=3, device="cpu", overrides=tuple(TRAINER)
+    )
+    return est.fit(cohort).predict(cohort)
+
+
+def estimator_main(out: str) -> int:
+    ctx = distributed.init_distributed("cpu")
+    risk = fit_estimator()
+    if ctx.is_main:
+        with open(out, "w") as fh:
+            json.dump({"risk": [float(r) for r in risk], "world": ctx.world_size}, fh)
+    distributed.shutdown()
+    return 0
+
+
 def trainer_main(out: str, kill: int, checkpoint: str | None = None, resume: bool = False) -> int:
     ctx = distributed.init_distributed("cpu")
 
@@ -85,6 +111,8 @@ def trainer_main(out: str, kill: int, checkpoint: str | None = None, resume: boo
 
 
 def main() -> int:
+    if sys.argv[1] == "--estimator":
+        return estimator_main(sys.argv[2])
     if sys.argv[1] == "--trainer":  # OUT [KILL [CHECKPOINT [resume]]]
         args = sys.argv[2:]
         kill = int(args[1]) if len(args) > 1 else -1

@@ -176,6 +176,19 @@ def test_graphmed_train_distributed_writes_one_run(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["c_index"]
 
 
+def test_an_estimator_fits_under_torchrun_as_in_one_process(tmp_path):
+    """GraphMedSurvival.fit inside a job joined with init_distributed: the Trainer splits
+    every global batch over the ranks; the fitted risks equal one process's."""
+    import numpy as np
+
+    out = tmp_path / "est.json"
+    run = _torchrun(tmp_path, "--estimator", out)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(out.read_text())
+    assert got["world"] == 2
+    np.testing.assert_allclose(got["risk"], ddp_worker.fit_estimator(), rtol=1e-3, atol=1e-3)
+
+
 def test_without_torchrun_the_message_gives_the_command(monkeypatch):
     for key in distributed.ENV:
         monkeypatch.delenv(key, raising=False)
