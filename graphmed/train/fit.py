@@ -101,10 +101,10 @@ def member_recipe(recipe: ModelRecipe, member: int) -> ModelRecipe:
 
 def member_checkpoint(checkpoint: str | Path | None, member: int) -> Path | None:
     """Where member ``member`` of an ensemble saves its training state (member 0: ``checkpoint``)."""
-    if checkpoint is None or member == 0:
-        return None if checkpoint is None else Path(checkpoint)
+    if checkpoint is None:
+        return None
     path = Path(checkpoint)
-    return path.with_name(f"{path.stem}.member{member}{path.suffix}")
+    return path if member == 0 else path.with_name(f"{path.stem}.member{member}{path.suffix}")
 
 
 def fit_model(
@@ -134,7 +134,6 @@ def fit_model(
     t = recipe.train
     fitted = fit_data(train_c, recipe)  # the whole training fold; never the test fold
     members, histories, splits = [], [], []
-    trainer = Trainer(t, log=log)
     layouts = None
     for k in range(t.ensemble):
         r = member_recipe(recipe, k)
@@ -147,8 +146,8 @@ def fit_model(
         model = build_model(member_fitted, train_g, train_c)
         if t.ensemble > 1 and log is not None:
             log(f"ensemble member {k + 1} of {t.ensemble}")
-        member_trainer = Trainer(r.train, log=log)
-        history = member_trainer.fit(
+        trainer = Trainer(r.train, log=log)
+        history = trainer.fit(
             model, train_g, val_g, checkpoint=member_checkpoint(checkpoint, k), resume=resume
         )
         if recipe.model.linear_refit and model.linear is not None:

@@ -91,6 +91,11 @@ def test_two_ranks_train_through_the_trainer_as_one_process(tmp_path, one_proces
         assert mine["epoch"] == theirs["epoch"]
         for key in ("train_loss", "val_score"):
             assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-6), key
+    _assert_same_weights(got, model)
+
+
+def _assert_same_weights(got: dict, model) -> None:
+    """Rank 0's weights equal the single process's (shift-invariant biases to a few lr)."""
     for name, value in model.state_dict().items():
         torch.testing.assert_close(
             torch.tensor(got["weights"][name], dtype=value.dtype),
@@ -133,14 +138,7 @@ def test_a_killed_rank_ends_the_job_with_a_message_and_resume_finishes_it(tmp_pa
     assert [h["epoch"] for h in got["history"]] == [0, 1, 2]
     for mine, theirs in zip(got["history"], history.history):
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-5, abs=1e-6)
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(
-            torch.tensor(got["weights"][name], dtype=value.dtype),
-            value.flatten(),
-            atol=2e-3 if _shift_invariant(name) else 1e-5,
-            rtol=1e-4,
-            msg=name,
-        )
+    _assert_same_weights(got, model)
 
 
 def test_graphmed_train_distributed_writes_one_run(tmp_path):
