@@ -309,7 +309,12 @@ ADDED_OPTIONS = {
         "cuda_graphs": False,
     },
     "graph": {"max_tokens": None, "screen_features": None},
-    "model": {"linear_path": False, "linear_refit": False, "graph_conv": "gatv2"},
+    "model": {
+        "linear_path": False,
+        "linear_refit": False,
+        "linear_summaries": False,
+        "graph_conv": "gatv2",
+    },
 }
 """Options added after results were first saved, with the value that gives the
 behaviour of the code before them (a result saved without the option was made so)."""

@@ -15,6 +15,15 @@ training statistics), so a saved model needs nothing beside its
 enters as zeros, i.e. at its training mean (mean imputation), as in CoxNet.
 Bags enter as the mean of their instances; categorical tabular features are
 one-hot coded.
+
+With ``summaries`` the path also reads three per-patient summaries of each
+named vector modality (an omics group the graph reads): the mean of its
+standardised columns, the mean of their absolute values and the share of
+columns above the training mean. For a mutation table the last is the
+mutation burden over its columns, for copy number the middle one is a
+measure of genomic instability: whole-profile signals that a sparse linear
+model over single genes rarely finds. They are centred at their training
+means (:meth:`fit_summary_centres`), so a missing group enters at zero.
 """
 
 from __future__ import annotations
@@ -34,28 +43,62 @@ class LinearCoxPath(nn.Module):
             modality of the model in its order.
         modalities: The modalities the path reads (default: all); the others
             are left to the graph.
+        summaries: Vector modalities whose three whole-profile summaries the
+            path also reads (:data:`SUMMARY_NAMES`).
 
     The coefficients are buffers (saved with the model, never trained);
     :meth:`set_coefficients` fills them, :func:`graphmed.train.linear.fit_linear_path`
     fits them.
     """
 
-    def __init__(self, layouts: dict[str, ModalityLayout], modalities: list[str] | None = None):
+    def __init__(
+        self,
+        layouts: dict[str, ModalityLayout],
+        modalities: list[str] | None = None,
+        summaries: list[str] | None = None,
+    ):
         super().__init__()
         order = list(layouts)
         self.modalities = order if modalities is None else [m for m in order if m in modalities]
         unknown = sorted(set(modalities or []) - set(order))
         if unknown or not self.modalities:
             raise ValueError(f"linear path modalities {unknown or modalities} not in {order}")
+        not_vector = sorted(
+            m for m in summaries or [] if m not in layouts or layouts[m].kind != "vector"
+        )
+        if not_vector:
+            raise ValueError(f"linear path summaries of {not_vector}: only vector modalities")
         self._index = [order.index(m) for m in self.modalities]  # columns of ``available``
         self.layouts = {m: layouts[m] for m in self.modalities}
+        self.summaries = [m for m in order if m in (summaries or [])]
+        self._summary_index = [order.index(m) for m in self.summaries]
+        self._summary_layouts = {m: layouts[m] for m in self.summaries}
         self.width = sum(self.widths().values())
         self.register_buffer("weight", torch.zeros(self.width))
         self.register_buffer("bias", torch.zeros(()))
+        self.register_buffer("summary_centre", torch.zeros(len(SUMMARY_NAMES) * len(self.summaries)))
 
     def widths(self) -> dict[str, int]:
-        """Modality -> its number of columns in :meth:`features`."""
-        return {m: _width(lay) for m, lay in self.layouts.items()}
+        """Block -> its number of columns in :meth:`features`: each read modality,
+        then ``"<m>:summary"`` for each summarised one."""
+        widths = {m: _width(lay) for m, lay in self.layouts.items()}
+        widths.update({f"{m}:summary": len(SUMMARY_NAMES) for m in self.summaries})
+        return widths
+
+    def fit_summary_centres(
+        self,
+        x: dict[str, torch.Tensor],
+        node_mask: dict[str, torch.Tensor],
+        available: torch.Tensor,
+    ) -> None:
+        """Centre the summaries at their means over the (training) patients that have them."""
+        centres = []
+        for j, m in zip(self._summary_index, self.summaries):
+            raw = _summaries(x[m].float(), self._summary_layouts[m])
+            has = available[:, j]
+            centres.append(raw[has].mean(0) if bool(has.any()) else raw.new_zeros(raw.shape[1]))
+        if centres:
+            self.summary_centre.copy_(torch.cat(centres).to(self.summary_centre))
 
     def features(
         self,
@@ -82,6 +125,12 @@ class LinearCoxPath(nn.Module):
             else:
                 flat = xm.reshape(len(xm), -1)
             parts.append(torch.nan_to_num(flat) * keep)
+        k = len(SUMMARY_NAMES)
+        for i, (j, m) in enumerate(zip(self._summary_index, self.summaries)):
+            xm = x[m].float()
+            keep = available[:, j, None].to(xm.dtype)
+            raw = _summaries(xm, self._summary_layouts[m]) - self.summary_centre[i * k : (i + 1) * k]
+            parts.append(raw * keep)
         return torch.cat(parts, 1)
 
     def forward(
@@ -99,6 +148,25 @@ class LinearCoxPath(nn.Module):
             raise ValueError(f"expected {self.width} coefficients, got {weight.shape[0]}")
         self.weight.copy_(torch.from_numpy(weight))
         self.bias.fill_(float(bias))
+
+
+SUMMARY_NAMES = ("mean", "mean_abs", "share_above")
+"""The whole-profile summaries of a vector modality (``summaries``), in column order."""
+
+
+def _summaries(xm: torch.Tensor, lay: ModalityLayout) -> torch.Tensor:
+    """``(B, 3)``: mean, mean absolute value and share above zero of the real columns.
+
+    Vector nodes are chunks of standardised columns, zero-padded past
+    ``group_sizes``; the padding adds nothing to the sums and the means divide
+    by the number of real columns.
+    """
+    flat = torch.nan_to_num(xm.reshape(len(xm), -1))
+    n = float(sum(lay.group_sizes)) if lay.group_sizes else float(flat.shape[1])
+    n = max(n, 1.0)
+    return torch.stack(
+        [flat.sum(1) / n, flat.abs().sum(1) / n, (flat > 0).to(flat.dtype).sum(1) / n], 1
+    )
 
 
 def _width(lay: ModalityLayout) -> int:

@@ -179,7 +179,12 @@ def build_model(
         reads = None
         if m.linear_inputs == "tabular":  # no tabular modality: no linear path
             reads = [name for name, lay in layouts.items() if lay.kind == "tabular"] or None
-        linear = LinearCoxPath(layouts, reads) if reads or m.linear_inputs == "all" else None
+        summaries = None
+        if m.linear_summaries:
+            read = set(reads or layouts)
+            summaries = [n for n, lay in layouts.items() if lay.kind == "vector" and n not in read]
+        if reads or m.linear_inputs == "all":
+            linear = LinearCoxPath(layouts, reads, summaries)
         # a loaded model gets its coefficients from its state_dict
         if linear is not None and fit_priors:
             from .linear import fit_linear_path
@@ -256,7 +261,7 @@ def fit_final(
 
 ADDED_OPTIONS = {
     "graph": {"max_tokens": None, "screen_features": None},
-    "model": {"linear_path": False, "linear_inputs": "all"},
+    "model": {"linear_path": False, "linear_inputs": "all", "linear_summaries": False},
     "train": {"ensemble": 1},
 }
 """Options added since models were first saved, with the value that reads an older

@@ -70,6 +70,10 @@ class ModelConfig:
     linear_inputs: Literal["all", "tabular"] = "tabular"
     """What the linear path reads: only the tabular modalities (the clinical table; a
     cohort without one gets no linear path), or every modality."""
+    linear_summaries: bool = False
+    """The linear path also reads three whole-profile summaries (mean, mean absolute
+    value, share above the training mean) of each vector modality it does not read
+    itself, e.g. the mutation burden (``docs/model.md``, item 8)."""
     bag_tokens: int | None = 16
     """Pool each bag to this many nodes before the graph (gated attention, linear in the
     bag size); ``None`` keeps one node per instance (attention quadratic in the bag)."""

@@ -26,13 +26,19 @@ def fit_linear_path(
     standard error of the best, ``alpha_rule="1se"``: the sparser model where
     the inner CV cannot tell them apart); a clinical table of at most one column per 10
     events is left unpenalised (:func:`~graphmed.train.baselines.tabular_penalty`).
+    The summaries of ``path.summaries`` are centred at their means on these
+    patients first, and penalised like any omics column.
     Its (linear) predictor is written into the path's buffers. Returns the fitted CoxNet (``alpha_``, ``cv_scores_``, ``fallback_``).
     """
     with torch.no_grad():
+        path.fit_summary_centres(graphs.x, graphs.node_mask, graphs.present)
         x = path.features(graphs.x, graphs.node_mask, graphs.present).double().cpu().numpy()
     event = graphs.event.cpu().numpy()
     tabular = np.concatenate(
-        [np.full(w, path.layouts[m].kind == "tabular") for m, w in path.widths().items()]
+        [
+            np.full(w, m in path.layouts and path.layouts[m].kind == "tabular")
+            for m, w in path.widths().items()
+        ]
     )
     cox = CoxNetBaseline(l1_ratio=l1_ratio, alpha_rule=alpha_rule, seed=seed)
     factor = tabular_penalty(tabular, int(event.sum()))
