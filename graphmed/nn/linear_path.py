@@ -76,7 +76,9 @@ class LinearCoxPath(nn.Module):
         self.width = sum(self.widths().values())
         self.register_buffer("weight", torch.zeros(self.width))
         self.register_buffer("bias", torch.zeros(()))
-        self.register_buffer("summary_centre", torch.zeros(len(SUMMARY_NAMES) * len(self.summaries)))
+        self.register_buffer(
+            "summary_centre", torch.zeros(len(SUMMARY_NAMES) * len(self.summaries))
+        )
 
     def widths(self) -> dict[str, int]:
         """Block -> its number of columns in :meth:`features`: each read modality,
@@ -129,7 +131,9 @@ class LinearCoxPath(nn.Module):
         for i, (j, m) in enumerate(zip(self._summary_index, self.summaries)):
             xm = x[m].float()
             keep = available[:, j, None].to(xm.dtype)
-            raw = _summaries(xm, self._summary_layouts[m]) - self.summary_centre[i * k : (i + 1) * k]
+            raw = (
+                _summaries(xm, self._summary_layouts[m]) - self.summary_centre[i * k : (i + 1) * k]
+            )
             parts.append(raw * keep)
         return torch.cat(parts, 1)
 
