@@ -250,3 +250,78 @@ def test_linear_refit_uses_every_training_patient_after_training(linear_cohort):
     assert not torch.allclose(whole.weight, fit_only.weight)
     # Everything else is trained the same way.
     assert kept.history["best_epoch"] == refit.history["best_epoch"]
+
+
+def test_summaries_are_profile_means_over_real_columns_centred_on_training():
+    from graphmed.graph.build import ModalityLayout
+
+    lay = {
+        "clinical": ModalityLayout("clinical", "tabular", 1, 1),
+        # 5 real columns in chunks of 3: the second chunk has one zero-padded slot
+        "mut": ModalityLayout("mut", "vector", 2, 3, group_sizes=[3, 2]),
+    }
+    values = torch.tensor([[1.0, -2.0, 0.0, 3.0, 0.0], [0.0, 0.0, -1.0, 0.0, 0.0]])
+    x = {
+        "clinical": torch.zeros(2, 1, 1),
+        "mut": torch.cat([values, torch.full((2, 1), 0.0)], 1).reshape(2, 2, 3),
+    }
+    mask = {m: torch.ones(2, lay[m].n_nodes, dtype=torch.bool) for m in lay}
+    available = torch.ones(2, 2, dtype=torch.bool)
+    path = LinearCoxPath(lay, ["clinical"], ["mut"])
+    assert path.widths() == {"clinical": 1, "mut:summary": 3} and path.width == 4
+    raw = path.features(x, mask, available)[:, 1:]
+    expected = torch.tensor([[2 / 5, 6 / 5, 2 / 5], [-1 / 5, 1 / 5, 0.0]])
+    torch.testing.assert_close(raw, expected)
+    path.fit_summary_centres(x, mask, available)
+    centred = path.features(x, mask, available)[:, 1:]
+    torch.testing.assert_close(centred, expected - expected.mean(0))
+    # a patient without the group enters at zero (its training mean)
+    gone = available.clone()
+    gone[1, 1] = False
+    assert torch.all(path.features(x, mask, gone)[1, 1:] == 0)
+    with pytest.raises(ValueError, match="only vector modalities"):
+        LinearCoxPath(lay, ["clinical"], ["clinical"])
+
+
+def test_linear_summaries_reach_the_fitted_path_and_survive_saving(
+    linear_cohort, tmp_path, monkeypatch
+):
+    over = [*FAST, "model.linear_path=true", "model.linear_summaries=true", "train.progress=false"]
+    config = load_experiment(None, over)
+    fitted = fit_data(linear_cohort, config)
+    graphs = fitted.graphs(linear_cohort)
+    path = build_model(fitted, graphs, linear_cohort).linear
+    vectors = [m for m, lay in graphs.layouts.items() if lay.kind == "vector"]
+    assert vectors and path.modalities == ["clinical"] and path.summaries == vectors
+    # centred on the training patients: each summary's mean over those with the group is 0
+    x = path.features(graphs.x, graphs.node_mask, graphs.present)
+    summary = x[:, path.widths()["clinical"] :]
+    has = graphs.present[:, graphs.modalities.index(vectors[0])]
+    assert torch.count_nonzero(path.summary_centre) > 0
+    torch.testing.assert_close(
+        summary[has].mean(0), torch.zeros(summary.shape[1]), atol=1e-5, rtol=0
+    )
+    # the summaries are penalised like omics columns, the clinical table is not
+    import graphmed.train.linear as linear_module
+
+    seen = []
+    real = linear_module.tabular_penalty
+    monkeypatch.setattr(
+        linear_module, "tabular_penalty", lambda t, n: seen.append(t.copy()) or real(t, n)
+    )
+    cox = fit_linear_path(path, graphs, seed=0)
+    n_clin = path.widths()["clinical"]
+    assert seen[0].tolist() == [True] * n_clin + [False] * (path.width - n_clin)
+    assert np.allclose(
+        path(graphs.x, graphs.node_mask, graphs.present).numpy(),
+        cox._predict(x.double().numpy()),
+        atol=1e-4,
+    )
+    trained, _ = graphmed.fit_final(linear_cohort, config)
+    loaded = graphmed.load_model(trained.save(tmp_path / "model"))
+    torch.testing.assert_close(
+        loaded.model.linear.summary_centre, trained.model.linear.summary_centre
+    )
+    assert np.allclose(
+        trained.predict(linear_cohort).risk, loaded.predict(linear_cohort).risk, atol=1e-5
+    )
