@@ -76,8 +76,11 @@ class LinearCoxPath(nn.Module):
         self.width = sum(self.widths().values())
         self.register_buffer("weight", torch.zeros(self.width))
         self.register_buffer("bias", torch.zeros(()))
+        # saved only where there are summaries: a model saved before them loads unchanged
         self.register_buffer(
-            "summary_centre", torch.zeros(len(SUMMARY_NAMES) * len(self.summaries))
+            "summary_centre",
+            torch.zeros(len(SUMMARY_NAMES) * len(self.summaries)),
+            persistent=bool(self.summaries),
         )
 
     def widths(self) -> dict[str, int]:

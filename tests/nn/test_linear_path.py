@@ -281,6 +281,9 @@ def test_summaries_are_profile_means_over_real_columns_centred_on_training():
     assert torch.all(path.features(x, mask, gone)[1, 1:] == 0)
     with pytest.raises(ValueError, match="only vector modalities"):
         LinearCoxPath(lay, ["clinical"], ["clinical"])
+    # without summaries the state is what it was before them (older saved models load)
+    assert set(LinearCoxPath(lay, ["clinical"]).state_dict()) == {"weight", "bias"}
+    assert "summary_centre" in path.state_dict()
 
 
 def test_linear_summaries_reach_the_fitted_path_and_survive_saving(
