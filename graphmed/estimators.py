@@ -181,7 +181,8 @@ class GraphMedSurvival(_GraphMedEstimator):
         overrides: ``"a.b=value"`` strings applied to a YAML ``config`` (or the defaults).
         seed, device, progress: Training seed, device (``"auto"``, ``"cpu"``, ``"cuda"``)
             and progress bar.
-        survival: ``"cox"`` (Breslow baseline for survival curves) or ``"discrete"``.
+        survival: ``"discrete"`` (the default: discrete-time hazards, survival curves
+            stepping at the bin edges) or ``"cox"`` (Breslow baseline for the curves).
         modalities: For a wide DataFrame ``X``: modality name -> list of columns or a
             column-name prefix; other columns form the ``clinical`` modality.
 
@@ -204,7 +205,7 @@ class GraphMedSurvival(_GraphMedEstimator):
         seed: int = 0,
         device: str = "auto",
         progress: bool = False,
-        survival: str = "cox",
+        survival: str = "discrete",
         modalities: dict[str, list[str] | str] | None = None,
     ):
         self.hidden = hidden

@@ -113,7 +113,9 @@ def test_parquet_metadata_is_present_and_parseable(model, downstream, tmp_path):
     assert specs["expr"]["kind"] == "vector" and specs["wsi"]["width"] == 32
     assert specs["expr"]["features"] == model.fitted.preprocessor.transforms_["expr"].columns
     assert specs["clinical"]["categorical"]["cat_0"] == ["high", "low", "mid"]
-    assert meta["embedding_dim"] == 16 and meta["heads"] == {"survival": {"kind": "cox"}}
+    edges = model.model.heads["survival"].bins.edges[1:]  # the default discrete-time head
+    assert meta["embedding_dim"] == 16
+    assert meta["heads"] == {"survival": {"kind": "discrete", "times": [float(t) for t in edges]}}
     assert meta["metapaths"][0]["column"].startswith("att_path_")
     compat = meta["compatibility"]
     assert compat["cohort"] == "downstream" and sum(compat["patterns"].values()) == 60

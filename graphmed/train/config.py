@@ -70,7 +70,7 @@ class ModelConfig:
     linear_inputs: Literal["all", "tabular"] = "tabular"
     """What the linear path reads: only the tabular modalities (the clinical table; a
     cohort without one gets no linear path), or every modality."""
-    linear_summaries: bool = False
+    linear_summaries: bool = True
     """The linear path also reads three whole-profile summaries (mean, mean absolute
     value, share above the training mean) of each vector modality it does not read
     itself, e.g. the mutation burden (``docs/model.md``, item 8)."""
@@ -95,7 +95,7 @@ class ModelConfig:
 class TaskConfig:
     """Heads and their loss weights."""
 
-    survival: Literal["cox", "discrete", "none"] = "cox"
+    survival: Literal["cox", "discrete", "none"] = "discrete"
     n_bins: int = 4
     alpha: float = 0.4
     survival_weight: float = 1.0

@@ -65,8 +65,8 @@ def linear_cohort():
 
 
 def test_fitted_path_ranks_training_patients_and_model_starts_from_it(linear_cohort):
-    config = load_experiment(None, [*FAST, "model.linear_path=true", "model.linear_inputs=all"])
-    fitted = fit_data(linear_cohort, config)
+    overrides = [*FAST, "model.linear_path=true", "model.linear_inputs=all", "task.survival=cox"]
+    fitted = fit_data(linear_cohort, load_experiment(None, overrides))
     graphs = fitted.graphs(linear_cohort)
     model = build_model(fitted, graphs, linear_cohort).eval()
     path = model.linear
@@ -163,7 +163,8 @@ def test_early_stopping_can_keep_the_linear_path_alone(linear_cohort):
 
 
 def test_tabular_linear_path_reads_only_the_clinical_table(linear_cohort):
-    config = load_experiment(None, [*FAST, "model.linear_path=true", "model.linear_inputs=tabular"])
+    overrides = ["model.linear_path=true", "model.linear_inputs=tabular"]
+    config = load_experiment(None, [*FAST, *overrides, "model.linear_summaries=false"])
     fitted = fit_data(linear_cohort, config)
     graphs = fitted.graphs(linear_cohort)
     path = build_model(fitted, graphs, linear_cohort).linear
@@ -202,13 +203,18 @@ def test_linear_blend_keeps_the_graph_weight_that_scores_best_on_validation(
     from graphmed.train.cv import fit_fold_model
     from graphmed.train.trainer import Trainer
 
-    overrides = [*FAST, "model.linear_path=true", "train.progress=false", "train.epochs=2"]
+    overrides = [*FAST, "model.linear_path=true", "train.progress=false", "task.survival=cox"]
     trained = fit_fold_model(
         linear_cohort, load_experiment(None, [*overrides, "train.linear_blend=false"])
     )
     assert trained.history["linear_blend"] is None
-    blended = fit_fold_model(linear_cohort, load_experiment(None, overrides))  # the default
+    blended = fit_fold_model(linear_cohort, load_experiment(None, overrides))  # blend on
     assert blended.history["linear_blend"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    # the default discrete-time head has one logit per bin: nothing to blend
+    discrete = fit_fold_model(linear_cohort, load_experiment(None, overrides[:-1]))
+    assert discrete.model.linear is not None
+    val_d = discrete.fitted.graphs(linear_cohort.subset(discrete.val_ids))
+    assert discrete.trainer._blend(discrete.model, val_d, full=0.5) is None
 
     head = trained.model.heads["survival"].linear
     weight = head.weight.detach().clone()

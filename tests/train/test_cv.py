@@ -253,7 +253,7 @@ def test_monitor_loss_scores_the_whole_validation_set(cohort):
     from graphmed.errors import GraphMedError
     from graphmed.losses import cox_ph_loss
 
-    cfg = _config("train.monitor=loss", "train.epochs=5", "train.patience=10")
+    cfg = _config("train.monitor=loss", "train.epochs=5", "train.patience=10", "task.survival=cox")
     fitted = fit_data(cohort, cfg)
     graphs = fitted.graphs(cohort)
     model = build_model(fitted, graphs, cohort)

@@ -50,7 +50,14 @@ def test_member_zero_is_the_single_model_and_the_ensemble_averages(cohort, fitte
     two = graphmed.inference.predict(second, graphs)
     # member 1 has its own validation part and seed: a different model
     assert not np.allclose(one.risk, two.risk)
-    np.testing.assert_allclose(preds.risk, (one.risk + two.risk) / 2, rtol=1e-5, atol=1e-6)
+    # the heads' raw outputs are averaged (the default discrete head: its hazard logits),
+    # and the first member's head turns the mean into the risk
+    batch = graphs.batch(np.arange(len(graphs)))
+    with torch.no_grad():
+        raw = [m.eval()(batch).heads["survival"] for m in (first, second)]
+        risk = pair.model.heads["survival"].risk((raw[0] + raw[1]) / 2).numpy()
+    assert raw[0].shape == (len(graphs), pair.model.heads["survival"].bins.n_bins)
+    np.testing.assert_allclose(preds.risk, risk, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(preds.embedding, np.hstack([one.embedding, two.embedding]))
     np.testing.assert_allclose(
         preds.modality_attention, (one.modality_attention + two.modality_attention) / 2, atol=1e-6
@@ -62,8 +69,7 @@ def test_members_use_different_validation_parts(cohort):
 
     recipe = as_recipe(load_experiment(None, [*FAST, "train.ensemble=3"]))
     vals = [
-        set(validation_split(cohort, 0.2, member_recipe(recipe, k).train.seed)[1])
-        for k in range(3)
+        set(validation_split(cohort, 0.2, member_recipe(recipe, k).train.seed)[1]) for k in range(3)
     ]
     assert vals[0] != vals[1] and vals[1] != vals[2]
 

@@ -163,10 +163,10 @@ def test_pruners_metrics_and_storages_by_name(tmp_path, base):
     with pytest.raises(ConfigError, match="unknown pruner 'medain'.*Did you mean 'median'"):
         make_pruner("medain", 3)
     assert metric_direction("c_index", base) == "maximize"
-    discrete = load_experiment(None, ["task.survival=discrete"])
-    assert metric_direction("ibs", discrete) == "minimize"
+    assert metric_direction("ibs", load_experiment(None)) == "minimize"  # discrete by default
+    cox = load_experiment(None, ["task.survival=cox"])
     with pytest.raises(ConfigError, match="ibs needs task.survival=discrete"):
-        metric_direction("ibs", base)
+        metric_direction("ibs", cox)
     with pytest.raises(ConfigError, match="unknown metric 'cindex'.*Did you mean 'c_index'"):
         metric_direction("cindex", base)
     journal = open_storage(f"journal:{tmp_path / 'j.log'}", None)
