@@ -397,6 +397,48 @@ def collect(root: Path, cohorts: list[str], metric: str = "c_index") -> dict:
     return {"scores": scores, "extras": extras}
 
 
+def stored_folds(collected: dict, uno: dict) -> dict:
+    """The per-fold scores and extras, as kept in ``results.json`` (curves left out)."""
+    drop = {"val_curve", "loss_curve"}
+    extras = {
+        cohort: {
+            name: [{k: v for k, v in e.items() if k not in drop} for e in per]
+            for name, per in methods.items()
+        }
+        for cohort, methods in collected["extras"].items()
+    }
+    return {"c_index": collected["scores"], "uno_c": uno["scores"], "extras": extras}
+
+
+def merge_stored(path: Path, collected: dict, uno: dict, cohorts: list[str]) -> list[str]:
+    """Add the per-fold results kept in an earlier ``results.json``; return its commands.
+
+    A cohort x method already in the results folder keeps the folder's folds: the
+    stored ones only fill in what the folder lacks.
+    """
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"--merge {path}: cannot read it as JSON ({err})") from None
+    if "folds" not in saved:
+        raise SystemExit(
+            f"--merge {path}: it holds no per-fold results (written before results.json "
+            "kept them); rerun its methods, or rebuild it from its results folder"
+        )
+    folds = saved["folds"]
+    for cohort in cohorts:
+        for target, key in ((collected["scores"], "c_index"), (uno["scores"], "uno_c")):
+            mine = target.get(cohort, {})
+            for name, cells in folds[key].get(cohort, {}).items():
+                if name not in mine:
+                    target.setdefault(cohort, {})[name] = cells
+        mine = collected["extras"].get(cohort, {})
+        for name, extras in folds["extras"].get(cohort, {}).items():
+            if name not in mine:
+                collected["extras"].setdefault(cohort, {})[name] = extras
+    return list(saved.get("commands", []))
+
+
 def paired(collected: dict, reference: str) -> dict:
     """Method -> setting -> mean of C(reference) - C(method) over every cohort x fold."""
     scores = collected["scores"]
@@ -769,6 +811,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", help="compact aggregated results (default: <out>/results.json)")
     p.add_argument("--png", help="figure (default: <out>/bench_quality.png)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report")
+    p.add_argument(
+        "--merge",
+        action="append",
+        default=[],
+        help="an earlier results.json whose per-fold results join the report (repeatable)",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny run for the smoke test")
     args = p.parse_args(argv)
     quick = args.quick
@@ -808,13 +856,19 @@ def main(argv=None, log=print) -> dict:
                 stamp = time.strftime("%Y-%m-%d %H:%M")
                 fh.write(f"{stamp}  {time.time() - t0:.0f} s  {ran} results  {command}\n")
     collected = collect(root, args.cohorts)
+    uno = collect(root, args.cohorts, "uno_c")
+    commands = []
+    for path in args.merge:
+        commands += merge_stored(path, collected, uno, args.cohorts)
     summary = summarise(collected)
     sizes = {c: load_cohort(c, args.max_genes).n_patients for c in summary["cohorts"]}
     reference = args.reference or f"graphmed@{args.tag}"
     table = markdown(summary, collected, sizes, reference)
-    table += "\n".join(_uno_lines(collect(root, args.cohorts, "uno_c"))) + "\n"
-    commands = (root / "commands.log").read_text() if (root / "commands.log").exists() else ""
-    info = {"versions": versions(), "commands": commands.splitlines()}
+    table += "\n".join(_uno_lines(uno)) + "\n"
+    if (root / "commands.log").exists():
+        commands += (root / "commands.log").read_text().splitlines()
+    commands = sorted(dict.fromkeys(commands))  # each once, by time (each starts with it)
+    info = {"versions": versions(), "commands": commands}
     header = "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     header += "\n\nCommands (when, wall time, results run):\n\n"
     header += "".join(f"    {c}\n" for c in info["commands"])
@@ -824,7 +878,13 @@ def main(argv=None, log=print) -> dict:
     pairs["versus_best"] = versus_best(collected, reference)
     write_json(
         args.json or root / "results.json",
-        {**info, **summary, "paired": pairs, "diagnostics": diag},
+        {
+            **info,
+            **summary,
+            "paired": pairs,
+            "diagnostics": diag,
+            "folds": stored_folds(collected, uno),
+        },
     )
     only = args.plot_methods.split(",") if args.plot_methods else None
     drawn = plot(summary, Path(args.png or root / "bench_quality.png"), only)

@@ -50,6 +50,56 @@ def test_quick_run_writes_table_figure_and_resumes(bench, tmp_path):
     assert third["plotted"] == ["coxnet"] and second["plotted"] == ["graphmed@default", "coxnet"]
     with pytest.raises(SystemExit, match="other settings"):
         bench.main([*argv, "--set", "model.hidden=4"], log=lambda line: None)
+    _report_rebuilds_from_the_stored_folds(bench, tmp_path, saved)
+
+
+def _report_rebuilds_from_the_stored_folds(bench, tmp_path, saved):
+    """results.json keeps every fold, so a report rebuilds without the results folder."""
+    quiet = {"log": lambda line: None}
+    stored = tmp_path / "results.json"
+    assert set(saved["folds"]["c_index"]["breast_cancer"]) == {"graphmed@default", "coxnet"}
+    assert all(
+        "val_curve" not in e for e in saved["folds"]["extras"]["breast_cancer"]["graphmed@default"]
+    )
+    empty = tmp_path / "elsewhere"
+    again = bench.main(
+        ["--quick", "--out", str(empty), "--report-only", "--merge", str(stored)], **quiet
+    )
+    assert again["ran"] == 0
+    assert again["summary"] == {k: saved[k] for k in again["summary"]}
+    rebuilt = json.loads((empty / "results.json").read_text())
+    assert rebuilt["paired"] == saved["paired"] and rebuilt["commands"] == saved["commands"]
+    assert rebuilt["diagnostics"] == saved["diagnostics"]
+    # a fold in the results folder wins over the stored one of the same method
+    part = tmp_path / "part"
+    for path in tmp_path.glob("breast_cancer/r0f*/coxnet.json"):
+        r = json.loads(path.read_text())
+        r["results"]["coxnet"]["none"]["c_index"] = 0.5
+        (part / path.parent.relative_to(tmp_path)).mkdir(parents=True, exist_ok=True)
+        (part / path.relative_to(tmp_path)).write_text(json.dumps(r))
+    mixed = bench.main(
+        ["--quick", "--out", str(part), "--report-only", "--merge", str(stored)], **quiet
+    )
+    cells = mixed["summary"]["cohorts"]["breast_cancer"]
+    assert cells["coxnet"]["none"]["mean"] == 0.5
+    assert cells["graphmed@default"] == saved["cohorts"]["breast_cancer"]["graphmed@default"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({k: v for k, v in saved.items() if k != "folds"}))
+    with pytest.raises(SystemExit, match="no per-fold results"):
+        bench.main(["--quick", "--out", str(empty), "--report-only", "--merge", str(old)], **quiet)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="cannot read it as JSON"):
+        bench.main(
+            [
+                "--quick",
+                "--out",
+                str(empty),
+                "--report-only",
+                "--merge",
+                str(tmp_path / "bad.json"),
+            ],
+            **quiet,
+        )
 
 
 def test_masked_tests_hide_the_same_patients_for_every_call(bench):
