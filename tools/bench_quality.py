@@ -13,6 +13,10 @@ Each (cohort, fold, method) result is written atomically to ``--out`` as soon
 as it is finished; a rerun skips what is there. ``--jobs`` runs folds in
 parallel processes with one torch thread each. At the end: a markdown table
 (``results.md``), a compact JSON and a PNG of C-index against missing rate.
+The JSON also keeps every fold's Harrell's and Uno's C and the training
+diagnostics (``"folds"``), so a report can be rebuilt after the results
+folder is gone: ``--report-only --merge OLD.json`` adds its folds to those of
+``--out`` (a cohort x method in the folder keeps the folder's folds).
 
     python tools/bench_quality.py --jobs 2 --out runs/bench_quality
     python tools/bench_quality.py --quick --out /tmp/bq            # smoke run
@@ -383,6 +387,7 @@ def collect(root: Path, cohorts: list[str], metric: str = "c_index") -> dict:
     """Cohort -> method -> setting -> split -> ``metric``, plus the per-fold extras."""
     scores: dict = {}
     extras: dict = {}
+    done: list = []  # [cohort, split, result file stem] of every result read
     for cohort in cohorts:
         for path in sorted((root / cohort).glob("*/*.json")):
             r = json.loads(path.read_text())
@@ -392,9 +397,11 @@ def collect(root: Path, cohorts: list[str], metric: str = "c_index") -> dict:
                         continue
                     cell = scores.setdefault(cohort, {}).setdefault(name, {})
                     cell.setdefault(setting, {})[r["split"]] = m[metric]
+            done.append([cohort, r["split"], Path(path).stem])
             if r["extra"]:
-                extras.setdefault(cohort, {}).setdefault(r["method"], []).append(r["extra"])
-    return {"scores": scores, "extras": extras}
+                extra = {**r["extra"], "split": r["split"]}
+                extras.setdefault(cohort, {}).setdefault(r["method"], []).append(extra)
+    return {"scores": scores, "extras": extras, "done": done}
 
 
 def stored_folds(collected: dict, uno: dict) -> dict:
@@ -407,15 +414,16 @@ def stored_folds(collected: dict, uno: dict) -> dict:
         }
         for cohort, methods in collected["extras"].items()
     }
-    return {"c_index": collected["scores"], "uno_c": uno["scores"], "extras": extras}
+    return {
+        "c_index": collected["scores"],
+        "uno_c": uno["scores"],
+        "extras": extras,
+        "done": collected["done"],
+    }
 
 
-def merge_stored(path: Path, collected: dict, uno: dict, cohorts: list[str]) -> list[str]:
-    """Add the per-fold results kept in an earlier ``results.json``; return its commands.
-
-    A cohort x method already in the results folder keeps the folder's folds: the
-    stored ones only fill in what the folder lacks.
-    """
+def read_stored(path: Path) -> dict:
+    """The per-fold results kept in an earlier ``results.json`` (``"folds"``)."""
     try:
         saved = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -425,17 +433,60 @@ def merge_stored(path: Path, collected: dict, uno: dict, cohorts: list[str]) -> 
             f"--merge {path}: it holds no per-fold results (written before results.json "
             "kept them); rerun its methods, or rebuild it from its results folder"
         )
+    return saved
+
+
+def stored_done(saved: dict) -> set[tuple[str, str, str]]:
+    """(cohort, split, result file stem) of every result kept in a stored results.json.
+
+    Files written before the list was kept give it from the scores: there a method's
+    result file is named after its key, as every graphmed method's is.
+    """
+    folds = saved["folds"]
+    if "done" in folds:
+        return {tuple(d) for d in folds["done"]}
+    return {
+        (cohort, split, name.replace(":", "_"))
+        for cohort, methods in folds["c_index"].items()
+        for name, cells in methods.items()
+        for per in cells.values()
+        for split in per
+    }
+
+
+def _with_splits(extras: list[dict], cells: dict) -> list[dict]:
+    """Extras kept before they named their split: in the order of the sorted splits."""
+    if all("split" in e for e in extras):
+        return extras
+    splits = sorted({s for per in cells.values() for s in per})
+    if len(splits) != len(extras):
+        return extras
+    return [{**e, "split": s} for e, s in zip(extras, splits)]
+
+
+def merge_stored(path: Path, collected: dict, uno: dict, cohorts: list[str]) -> list[str]:
+    """Add the per-fold results kept in an earlier ``results.json``; return its commands.
+
+    A fold of a cohort x method in the results folder keeps the folder's result: the
+    stored ones only fill in the folds the folder lacks.
+    """
+    saved = read_stored(path)
     folds = saved["folds"]
     for cohort in cohorts:
         for target, key in ((collected["scores"], "c_index"), (uno["scores"], "uno_c")):
-            mine = target.get(cohort, {})
             for name, cells in folds[key].get(cohort, {}).items():
-                if name not in mine:
-                    target.setdefault(cohort, {})[name] = cells
-        mine = collected["extras"].get(cohort, {})
+                mine = target.setdefault(cohort, {}).setdefault(name, {})
+                for setting, per in cells.items():
+                    have = mine.setdefault(setting, {})
+                    for split, value in per.items():
+                        have.setdefault(split, value)
         for name, extras in folds["extras"].get(cohort, {}).items():
-            if name not in mine:
-                collected["extras"].setdefault(cohort, {})[name] = extras
+            cells = folds["c_index"].get(cohort, {}).get(name, {})
+            mine = collected["extras"].setdefault(cohort, {}).setdefault(name, [])
+            have = {e.get("split") for e in mine}
+            mine += [e for e in _with_splits(extras, cells) if e.get("split") not in have]
+    done = {tuple(d) for d in collected["done"]}
+    collected["done"] += [list(d) for d in sorted(stored_done(saved) - done) if d[0] in cohorts]
     return list(saved.get("commands", []))
 
 
@@ -815,7 +866,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--merge",
         action="append",
         default=[],
-        help="an earlier results.json whose per-fold results join the report (repeatable)",
+        help="an earlier results.json whose per-fold results join the report, and whose "
+        "folds a run skips (repeatable)",
     )
     p.add_argument("--quick", action="store_true", help="a tiny run for the smoke test")
     args = p.parse_args(argv)
@@ -849,6 +901,8 @@ def main(argv=None, log=print) -> dict:
     ran = 0
     if not args.report_only:
         tasks = make_tasks(args, root)
+        stored = set().union(*(stored_done(read_stored(p)) for p in args.merge))
+        tasks = [t for t in tasks if (t["cohort"], t["split"], Path(t["path"]).stem) not in stored]
         ran = run_all(tasks, args.jobs, log)
         if ran:  # the commands that produced results, for the report
             root.mkdir(parents=True, exist_ok=True)

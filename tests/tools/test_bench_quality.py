@@ -83,6 +83,7 @@ def _report_rebuilds_from_the_stored_folds(bench, tmp_path, saved):
     cells = mixed["summary"]["cohorts"]["breast_cancer"]
     assert cells["coxnet"]["none"]["mean"] == 0.5
     assert cells["graphmed@default"] == saved["cohorts"]["breast_cancer"]["graphmed@default"]
+    _merge_goes_fold_by_fold(bench, tmp_path, saved)
     old = tmp_path / "old.json"
     old.write_text(json.dumps({k: v for k, v in saved.items() if k != "folds"}))
     with pytest.raises(SystemExit, match="no per-fold results"):
@@ -100,6 +101,37 @@ def _report_rebuilds_from_the_stored_folds(bench, tmp_path, saved):
             ],
             **quiet,
         )
+
+
+def _merge_goes_fold_by_fold(bench, tmp_path, saved):
+    """One fold in the folder, the other from the stored file; a run skips stored folds."""
+    quiet = {"log": lambda line: None}
+    stored = tmp_path / "results.json"
+    assert sorted(map(tuple, saved["folds"]["done"])) == [
+        ("breast_cancer", f"r0f{f}", m) for f in (0, 1) for m in ("coxnet", "graphmed@default")
+    ]
+    src = tmp_path / "breast_cancer" / "r0f0" / "coxnet.json"
+    r = json.loads(src.read_text())
+    r["results"]["coxnet"]["none"]["c_index"] = 0.5
+    one = tmp_path / "one"
+    (one / "breast_cancer" / "r0f0").mkdir(parents=True)
+    (one / "breast_cancer" / "r0f0" / "coxnet.json").write_text(json.dumps(r))
+    halves = bench.main(
+        ["--quick", "--out", str(one), "--report-only", "--merge", str(stored)], **quiet
+    )
+    other = saved["folds"]["c_index"]["breast_cancer"]["coxnet"]["none"]["r0f1"]
+    got = halves["summary"]["cohorts"]["breast_cancer"]["coxnet"]["none"]["mean"]
+    assert got == pytest.approx((0.5 + other) / 2)
+    rebuilt = json.loads((one / "results.json").read_text())
+    extras = rebuilt["folds"]["extras"]["breast_cancer"]["graphmed@default"]
+    assert sorted(e["split"] for e in extras) == ["r0f0", "r0f1"]
+    fresh = tmp_path / "fresh"
+    rerun = bench.main(
+        ["--quick", "--methods", "graphmed,coxnet", "--out", str(fresh), "--merge", str(stored)],
+        **quiet,
+    )
+    assert rerun["ran"] == 0 and not list(fresh.glob("breast_cancer/*/*.json"))
+    assert rerun["summary"]["cohorts"] == saved["cohorts"]
 
 
 def test_masked_tests_hide_the_same_patients_for_every_call(bench):
