@@ -128,6 +128,12 @@ class TrainConfig:
     ensemble: int = 1
     """Members trained per model, each with its own seed and validation part; their
     outputs are averaged (risks, logits) and their embeddings set side by side."""
+    pretrain_epochs: int = 0
+    """Epochs of masked-modality pretraining before the survival loss (0: none): hide a
+    share of each training patient's modalities and rebuild them from the others
+    (:mod:`graphmed.train.pretrain`; no label is read)."""
+    pretrain_mask: float = 0.5
+    """Share of each patient's present modalities hidden per pretraining batch."""
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     seed: int = 0
@@ -163,6 +169,8 @@ class TrainConfig:
         check_range(self, "prompt_lr", low=0)
         check_range(self, "weight_decay", low=0)
         check_range(self, "feature_noise", low=0)
+        check_range(self, "pretrain_epochs", low=0)
+        check_range(self, "pretrain_mask", low=0, high=1, low_open=True, high_open=True)
         check_range(self, "val_fraction", low=0, high=1, low_open=True, high_open=True)
 
 

@@ -116,6 +116,8 @@ class FitHistory:
         epochs_run: Epochs trained (counting those before a resume).
         monitor_used: ``"c_index"``, ``"loss"`` or ``"train_loss"``.
         linear_blend: Weight kept of the graph part beside a linear Cox path.
+        pretrain: Per epoch of masked-modality pretraining (``train.pretrain_epochs``):
+            ``epoch``, ``train_loss``, ``val_loss`` (reconstruction); empty without it.
 
     It also reads as the mapping it replaces (``history["best_epoch"]``).
     """
@@ -127,6 +129,7 @@ class FitHistory:
     epochs_run: int
     monitor_used: str | None
     linear_blend: float | None = None
+    pretrain: list[dict[str, float]] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> Any:
         return getattr(self, key)

@@ -22,6 +22,7 @@ from . import accel, distributed
 from .config import TrainConfig
 from .early_stopping import EarlyStopping
 from .options import FitHistory
+from .pretrain import pretrain_network
 
 
 def make_adamw(params, **kwargs) -> torch.optim.AdamW:
@@ -145,13 +146,20 @@ class Trainer:
             its first epoch),
             ``best_score``, ``stopped_early``, ``epochs_run`` and
             ``monitor_used``: ``"c_index"`` or ``"loss"`` (of the validation
-            part), or ``"train_loss"``.
+            part), or ``"train_loss"``; ``pretrain``: the per-epoch losses of
+            masked-modality pretraining (:meth:`pretrain`; empty without it, or
+            on a resume, whose checkpoint already holds the pretrained weights).
         """
         cfg = self.config
         torch.manual_seed(cfg.seed)
         model.to(self.device)
         train_d = train.to(self.device)
         val_d = val.to(self.device) if val is not None and len(val) else None
+        path = Path(checkpoint) if checkpoint else None
+        resuming = resume and path is not None and path.exists()
+        pretrained = []
+        if cfg.pretrain_epochs > 0 and not resuming:  # a checkpoint holds pretrained weights
+            pretrained = self.pretrain(model, train_d, val_d)
         optimizer = self._optimizer(model)
         self._prepare_step(model)
         scaler = torch.amp.GradScaler(
@@ -159,8 +167,7 @@ class Trainer:
         )
         stopper = EarlyStopping(cfg.patience, cfg.monitor, cfg.val_fraction)
         best_weights = copy.deepcopy(model.state_dict())
-        path = Path(checkpoint) if checkpoint else None
-        if resume and path is not None and path.exists():
+        if resuming:
             best_weights = self._load(path, model, optimizer, scaler, stopper)
         resumed = stopper.monitor_used is not None
         stopper.choose_monitor(
@@ -203,6 +210,35 @@ class Trainer:
             epochs_run=stopper.epoch,
             monitor_used=stopper.monitor_used,
             linear_blend=blend,
+            pretrain=pretrained,
+        )
+
+    def pretrain(
+        self, model: GraphMedModel, train: PatientGraphs, val: PatientGraphs | None = None
+    ) -> list[dict[str, float]]:
+        """Masked-modality pretraining of ``model.net`` on ``train`` (no label is read):
+        ``train.pretrain_epochs`` passes hiding a share ``train.pretrain_mask`` of each
+        patient's modalities and rebuilding them (:func:`~graphmed.train.pretrain.pretrain_network`).
+        :meth:`fit` runs it first where ``train.pretrain_epochs > 0``.
+
+        Returns:
+            Per epoch: ``epoch``, ``train_loss`` and ``val_loss`` (reconstruction).
+        """
+        cfg = self.config
+        model.to(self.device)
+        return pretrain_network(
+            model.net,
+            train.to(self.device),
+            epochs=cfg.pretrain_epochs,
+            mask_rate=cfg.pretrain_mask,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            val=None if val is None else val.to(self.device),
+            make_optimizer=make_adamw,
+            autocast=self._autocast,
+            log=self.log,
         )
 
     def run_epoch(
