@@ -72,7 +72,9 @@ def fit_data(train: Cohort, config: ExperimentConfig | ModelRecipe) -> FittedDat
     """Fit preprocessing on the training cohort (every statistic comes from it)."""
     recipe = as_recipe(config)
     g = recipe.graph
-    pre = CohortPreprocessor(g.standardize_bags, g.max_features, g.screen_features).fit(train)
+    pre = CohortPreprocessor(
+        g.standardize_bags, g.max_features, g.screen_features, g.token_order
+    ).fit(train)
     labels = {}
     for col in train.labels:
         labels[col] = sorted(train.patients[col].dropna().unique().tolist())
@@ -260,7 +262,7 @@ def fit_final(
 
 
 ADDED_OPTIONS = {
-    "graph": {"max_tokens": None, "screen_features": None},
+    "graph": {"max_tokens": None, "screen_features": None, "token_order": "columns"},
     "model": {"linear_path": False, "linear_inputs": "all", "linear_summaries": False},
     "train": {"ensemble": 1},
 }

@@ -31,6 +31,10 @@ class GraphConfig:
     screen_features: int | None = None
     """Keep this many columns of each vector modality, those with the largest univariate
     Cox score on the training fold (after the variance cap); ``None``: no screening."""
+    token_order: Literal["columns", "correlation"] = "columns"
+    """Which columns of a vector modality share a chunk node: ``columns`` (in the given
+    order) or ``correlation`` (reordered by a clustering of the columns on their correlation
+    over the training fold, so each chunk holds correlated genes)."""
     standardize_bags: bool = True
 
     def __post_init__(self) -> None:
