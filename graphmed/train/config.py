@@ -129,9 +129,10 @@ class TrainConfig:
     linear_blend: bool = True
     """With a linear Cox path: after early stopping, choose on the validation part how much
     of the graph part to keep, ``risk = linear + w * graph`` with ``w`` in 0, 1/4, .., 1."""
-    ensemble: int = 1
+    ensemble: int = 3
     """Members trained per model, each with its own seed and validation part; their
-    outputs are averaged (risks, logits) and their embeddings set side by side."""
+    outputs are averaged (risks, logits) and their embeddings set side by side.
+    Training takes ``ensemble`` times as long; 1 trains a single model."""
     pretrain_epochs: int = 0
     """Epochs of masked-modality pretraining before the survival loss (0: none): hide a
     share of each training patient's modalities and rebuild them from the others
