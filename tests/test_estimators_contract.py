@@ -31,7 +31,7 @@ TINY = dict(
     epochs=2,
     device="cpu",
     progress=False,
-    overrides=("train.batch_size=256",),
+    overrides=("train.batch_size=256", "train.ensemble=1"),  # embeddings `hidden` wide
 )
 CLINICAL = ["age", "er", "grade", "size"]
 

@@ -30,6 +30,7 @@ FAST = [
     "train.epochs=2",
     "train.patience=5",
     "train.progress=false",
+    "train.ensemble=1",  # one model: the embedding is `hidden` wide
 ]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -300,7 +301,9 @@ def test_model_saved_with_cuda_tensors_loads_on_cpu(model, downstream, tmp_path)
 
 def test_classifier_exports_class_probabilities(tmp_path):
     train = graphmed.make_synthetic_cohort(60, n_classes=3, bag_size=(4, 8), seed=1)
-    est = graphmed.GraphMedClassifier(label="label", hidden=8, layers=1, heads=2, epochs=1)
+    est = graphmed.GraphMedClassifier(
+        label="label", hidden=8, layers=1, heads=2, epochs=1, overrides=("train.ensemble=1",)
+    )
     est.fit(train)
     frame = graphmed.embed_frame(est, train)
     proba = frame[[f"proba_label_{c}" for c in est.classes_]].to_numpy()

@@ -12,7 +12,13 @@ from graphmed.train.builder import build_model, fit_data
 from graphmed.train.config import load_experiment
 from graphmed.train.linear import fit_linear_path
 
-FAST = ["model.hidden=16", "model.heads=2", "model.layers=1", "train.epochs=2"]
+FAST = [
+    "model.hidden=16",
+    "model.heads=2",
+    "model.layers=1",
+    "train.epochs=2",
+    "train.ensemble=1",  # one model, whose `linear` path is read
+]
 
 
 def test_features_width_zeros_where_unavailable_and_one_hot_codes(graphs):

@@ -25,6 +25,7 @@ DETERMINISTIC = [
     "model.layers=1",
     "model.dropout=0",
     "model.modality_dropout=0",
+    "train.ensemble=1",  # one model: one compiled step
 ]
 
 

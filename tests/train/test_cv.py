@@ -21,6 +21,7 @@ FAST = [
     "train.progress=false",
     "eval.folds=3",
     "eval.bootstrap=50",
+    "train.ensemble=1",
     "eval.baselines=[]",
 ]
 
@@ -148,7 +149,8 @@ def test_survival_estimator(cohort):
     assert 0 <= est.score(cohort) <= 1
     curves = est.predict_survival_function(cohort.subset(cohort.patient_ids[:3]))
     assert len(curves) == 3 and all(0 <= f(f.x[0]) <= 1 for f in curves)
-    assert est.embed(cohort).shape == (cohort.n_patients, 16)
+    members = load_experiment(None, []).train.ensemble  # the default: embeddings side by side
+    assert est.embed(cohort).shape == (cohort.n_patients, 16 * members)
     with pytest.raises(graphmed.GraphMedError, match="not fitted"):
         graphmed.GraphMedSurvival().predict(cohort)
 

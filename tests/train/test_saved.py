@@ -10,7 +10,13 @@ import graphmed
 from graphmed.errors import GraphMedError
 from graphmed.train.config import load_experiment
 
-FAST = ["model.hidden=8", "model.heads=2", "model.layers=1", "train.epochs=1"]
+FAST = [
+    "model.hidden=8",
+    "model.heads=2",
+    "model.layers=1",
+    "train.epochs=1",
+    "train.ensemble=1",  # one model, whose parameters are tampered with
+]
 
 
 @pytest.fixture(scope="module")
