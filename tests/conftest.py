@@ -160,3 +160,19 @@ def crafted_torch_file():
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def synthetic_fit():
+    """``synthetic_fit(n, seed, censoring, overrides)``: a synthetic cohort, its fitted
+    preprocessing under the default config with ``overrides``, and its graphs."""
+    import graphmed
+    from graphmed.train.builder import fit_data
+    from graphmed.train.config import load_experiment
+
+    def fit(n: int, seed: int, censoring: float, overrides: list[str]):
+        cohort = graphmed.make_synthetic_cohort(n, bag_size=(2, 6), censoring=censoring, seed=seed)
+        fitted = fit_data(cohort, load_experiment(None, overrides))
+        return cohort, fitted, fitted.graphs(cohort)
+
+    return fit

@@ -15,7 +15,7 @@ import torch
 import graphmed
 from graphmed.errors import ConfigError, GraphMedError
 from graphmed.train import accel
-from graphmed.train.builder import build_model, fit_data
+from graphmed.train.builder import build_model
 from graphmed.train.config import load_experiment
 from graphmed.train.trainer import make_adamw
 
@@ -30,12 +30,9 @@ DETERMINISTIC = [
 
 
 @pytest.fixture(scope="module")
-def setup():
+def setup(synthetic_fit):
     """The default model (prompts, meta-paths, linear path) on 40 synthetic patients."""
-    cohort = graphmed.make_synthetic_cohort(40, bag_size=(2, 6), censoring=0.3, seed=1)
-    config = load_experiment(None, DETERMINISTIC)
-    fitted = fit_data(cohort, config)
-    graphs = fitted.graphs(cohort)
+    cohort, fitted, graphs = synthetic_fit(40, seed=1, censoring=0.3, overrides=DETERMINISTIC)
     torch.manual_seed(0)
     model = build_model(fitted, graphs, cohort)
     return model, graphs

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import graphmed
 from graphmed.errors import GraphMedError
 from graphmed.graph.batch import GraphBatch
 from graphmed.nn.graphmed_net import GraphMedNet
-from graphmed.train.builder import build_model, fit_data
+from graphmed.train.builder import build_model
 from graphmed.train.config import TrainConfig, load_experiment
 from graphmed.train.pretrain import ModalityDecoders, pretrain_network
 from graphmed.train.trainer import Trainer
@@ -25,12 +24,8 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def setup():
-    cohort = graphmed.make_synthetic_cohort(48, bag_size=(2, 6), censoring=0.4, seed=3)
-    config = load_experiment(None, FAST)
-    fitted = fit_data(cohort, config)
-    graphs = fitted.graphs(cohort)
-    return cohort, fitted, graphs
+def setup(synthetic_fit):
+    return synthetic_fit(48, seed=3, censoring=0.4, overrides=FAST)
 
 
 def _model(setup, seed=0):
