@@ -129,7 +129,7 @@ class TrainConfig:
     linear_blend: bool = True
     """With a linear Cox path: after early stopping, choose on the validation part how much
     of the graph part to keep, ``risk = linear + w * graph`` with ``w`` in 0, 1/4, .., 1."""
-    ensemble: int = 1
+    ensemble: int = 3
     """Members trained per model, each with its own seed and validation part; their
     outputs are averaged (risks, logits) and their embeddings set side by side.
     Training takes ``ensemble`` times as long; 1 trains a single model."""
