@@ -44,6 +44,7 @@ MODEL = [
     "model.layers=1",
     "train.epochs=2",
     "train.progress=false",
+    "train.ensemble=1",  # one model: a 32-wide embedding, as recorded in docs/export.md
 ]
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

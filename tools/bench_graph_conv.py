@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         "train.patience=10",
         "train.progress=false",
         "train.device=cpu",
+        "train.ensemble=1",  # one model per seed, as recorded in the docs
     ]
     rows = []
     for seed in args.seeds:

@@ -68,7 +68,13 @@ BASELINES = ["coxnet", "coxnet_free", "rsf", "mlp_zero", "mlp_mean", "best_singl
 """``best_single`` also reports CoxNet on each modality (``coxnet:<m>``), ``rsf_single``
 RSF on each modality (``rsf:<m>``)."""
 METHODS = [*ABLATIONS, *BASELINES]
-QUICK_MODEL = ["model.hidden=8", "model.heads=2", "model.layers=1", "train.epochs=1"]
+QUICK_MODEL = [
+    "model.hidden=8",
+    "model.heads=2",
+    "model.layers=1",
+    "train.epochs=1",
+    "train.ensemble=1",
+]
 QUICK_BASELINE = {
     "rsf": {"n_estimators": 10},
     "mlp_zero": {"epochs": 3},
