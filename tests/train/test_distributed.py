@@ -100,14 +100,19 @@ def test_two_ranks_train_through_the_trainer_as_one_process(tmp_path, one_proces
 
 
 def _assert_same_weights(got: dict, model) -> None:
-    """Rank 0's weights equal the single process's (shift-invariant biases to a few lr)."""
+    """Rank 0's weights equal the single process's (shift-invariant biases to a few lr).
+
+    The other weights to 1e-4, a tenth of one AdamW step (lr 1e-3): the two ranks sum the
+    gradient in another order than one process, and AdamW scales that rounding up where a
+    gradient is near zero. On one AMD EPYC machine this left one element of 256 off by
+    1.5e-5 after three epochs; a missing or wrong all-reduce moves weights by whole steps."""
     for name, value in model.state_dict().items():
         torch.testing.assert_close(
             torch.tensor(got["weights"][name], dtype=value.dtype),
             value.flatten(),
-            atol=2e-3 if _shift_invariant(name) else 1e-5,
+            atol=2e-3 if _shift_invariant(name) else 1e-4,
             rtol=1e-4,
-            msg=name,
+            msg=lambda message, name=name: f"{name}: {message}",
         )
 
 
