@@ -18,11 +18,14 @@ For every cohort x split (the folds, and the same hidden test patients, as
 * the C-index on the test fold with the modality hidden for 30 % and 60 % of
   the patients who have it: CoxNet's own mean imputation ("mean"), the whole
   block imputed by ridge from the other columns (the conditional mean,
-  "ridge"), and ``s`` replaced by its boosted prediction ("boosted").
+  "ridge"), and ``s`` replaced by its boosted prediction ("boosted");
+* the same for graphmed's own linear path (``configs/default.yaml``: the
+  clinical table and three summaries of each omics group), whose hidden
+  summaries enter at their training mean: imputed by ridge instead.
 
 Every statistic is fitted on the training fold. Each split's result is
 written atomically to ``--out`` as soon as it is done; a rerun skips it.
-At the end: a markdown table and a JSON with every split.
+At the end: markdown tables and a JSON with every split.
 
     python tools/bench_completion_ceiling.py --out runs/ceiling \\
         --md docs/bench_completion_ceiling.md --json docs/bench_completion_ceiling.json
@@ -102,7 +105,7 @@ def ceiling(train_c, tests: dict, modality: str, max_genes: int | None, seed: in
     has_test = x_test[:, missing_col][:, 0] == 0
     share_test = x_test[has_test][:, block] @ w[block]
     out = {
-        "n_coef": int((w[block] != 0).sum()),
+        "n_coef": _n_coef(w[block]),
         "sd_share": float(np.std(share_test)),
         "r2_ridge": _r2(share_test, ridge.predict(x_test[has_test][:, rest]) @ w[block]),
         "r2_boosted": _r2(share_test, boosted.predict(x_test[has_test][:, rest])),
@@ -122,7 +125,88 @@ def ceiling(train_c, tests: dict, modality: str, max_genes: int | None, seed: in
             boost[hidden] = without + boosted.predict(x[hidden][:, rest])
         risks["ridge"], risks["boosted"] = x_ridge @ w + b, boost
         out["c"][setting] = {k: harrell_c(time_, event, r) for k, r in risks.items()}
+    out["linear_path"] = linear_path_ceiling(train_c, tests, modality, seed)
     return out
+
+
+def linear_path_ceiling(train_c, tests: dict, modality: str, seed: int = 0) -> dict:
+    """The same question for graphmed's own linear path (``configs/default.yaml``).
+
+    The path reads the clinical table and three summaries of each omics group
+    (:class:`~graphmed.nn.linear_path.LinearCoxPath`); a hidden group's
+    summaries enter at their training mean. Here they are also imputed by
+    ridge from the path's other inputs and the other groups' columns (fitted
+    on the training patients who have the group). Returns
+    ``{"n_coef", "r2_ridge", "c": {setting: {"mean": C, "ridge": C}}}``;
+    ``None`` where the path does not summarise ``modality``.
+    """
+    import torch
+    from sklearn.linear_model import RidgeCV
+
+    from graphmed.metrics import harrell_c
+    from graphmed.nn.linear_path import LinearCoxPath
+    from graphmed.train.builder import fit_data
+    from graphmed.train.config import load_experiment
+    from graphmed.train.linear import fit_linear_path
+
+    config = load_experiment(Path(__file__).resolve().parents[1] / "configs/default.yaml")
+    fitted = fit_data(train_c, config)
+    graphs = fitted.graphs(train_c)
+    layouts = graphs.layouts
+    tabular = [m for m, lay in layouts.items() if lay.kind == "tabular"]
+    vectors = [m for m, lay in layouts.items() if lay.kind == "vector"]
+    if not tabular or modality not in vectors:
+        return None
+    path = LinearCoxPath(layouts, tabular, vectors)
+    fit_linear_path(path, graphs, seed=seed)
+    offsets = np.cumsum([0, *path.widths().values()])
+    k = list(path.widths()).index(f"{modality}:summary")
+    cols = np.arange(offsets[k], offsets[k + 1])
+    j = list(layouts).index(modality)
+    w, b = path.weight.numpy().astype(np.float64), float(path.bias)
+
+    def design(g):
+        with torch.no_grad():
+            f = path.features(g.x, g.node_mask, g.present).double().numpy()
+        others = [
+            torch.nan_to_num(g.x[m].double()).reshape(len(f), -1).numpy()
+            * g.present[:, [i]].numpy()
+            for i, m in enumerate(layouts)
+            if m in vectors and m != modality
+        ]
+        return f, np.concatenate([np.delete(f, cols, 1), *others], 1)
+
+    f_train, z_train = design(graphs)
+    has = graphs.present[:, j].numpy()
+    ridge = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(z_train[has], f_train[has][:, cols])
+    test_graphs = fitted.graphs(tests["none"])
+    f_test, z_test = design(test_graphs)
+    has_test = test_graphs.present[:, j].numpy()
+    share = f_test[has_test][:, cols] @ w[cols]
+    out = {
+        "n_coef": _n_coef(w[cols]),
+        "r2_ridge": _r2(share, ridge.predict(z_test[has_test]) @ w[cols]),
+        "c": {},
+    }
+    time_, event = tests["none"].time, tests["none"].event
+    for setting, cohort in tests.items():
+        g = fitted.graphs(cohort)
+        f, z = design(g)
+        hidden = ~g.present[:, j].numpy()
+        imputed = f.copy()
+        if hidden.any():
+            imputed[np.ix_(hidden, cols)] = ridge.predict(z[hidden])
+        out["c"][setting] = {
+            "mean": harrell_c(time_, event, f @ w + b),
+            "ridge": harrell_c(time_, event, imputed @ w + b),
+        }
+    return out
+
+
+def _n_coef(w: np.ndarray) -> int:
+    """Coefficients that are not zero: ``linear_map`` reads them off predictions, so
+    an unused column comes back as rounding noise (about 1e-16), not as 0."""
+    return int((np.abs(w) > 1e-9).sum())
 
 
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:
@@ -160,7 +244,8 @@ def run_split(bq, cohort: str, repeat: int, fold: int, args) -> dict:
 
 
 def summarise(results: list[dict]) -> dict:
-    """Per cohort and over all: mean R^2 (over splits where the modality is used) and mean C."""
+    """Per cohort and over all: mean R^2 (over splits where the modality is used) and
+    mean C, for CoxNet and (``"linear_path"``) for graphmed's linear path."""
     by: dict[str, list[dict]] = {}
     for r in results:
         by.setdefault(r["cohort"], []).append(r)
@@ -173,24 +258,35 @@ def summarise(results: list[dict]) -> dict:
             "modality_used": len(used),
             "r2_ridge": _mean([r["r2_ridge"] for r in used]),
             "r2_boosted": _mean([r["r2_boosted"] for r in used]),
-            "c": {},
+            "c": _paired([r["c"] for r in rs], IMPUTATIONS),
         }
-        for setting in rs[0]["c"]:
-            row["c"][setting] = {k: _mean([r["c"][setting][k] for r in rs]) for k in IMPUTATIONS}
-            if setting != "none":
-                diffs = {
-                    k: [r["c"][setting][k] - r["c"][setting]["mean"] for r in rs]
-                    for k in IMPUTATIONS[1:]
-                }
-                row["c"][setting]["vs_mean"] = {
-                    k: {
-                        "diff": _mean(d),
-                        "better": int(sum(v > 1e-9 for v in d)),
-                        "worse": int(sum(v < -1e-9 for v in d)),
-                    }
-                    for k, d in diffs.items()
-                }
+        paths = [r["linear_path"] for r in rs if r.get("linear_path")]
+        if paths:
+            row["linear_path"] = {
+                "splits": len(paths),
+                "modality_used": sum(p["n_coef"] > 0 for p in paths),
+                "r2_ridge": _mean([p["r2_ridge"] for p in paths if p["n_coef"] > 0]),
+                "c": _paired([p["c"] for p in paths], ("mean", "ridge")),
+            }
         out[name] = row
+    return out
+
+
+def _paired(cs: list[dict], imputations) -> dict:
+    """Setting -> mean C of each imputation and, hidden settings, each against "mean"."""
+    out = {}
+    for setting in cs[0]:
+        out[setting] = {k: _mean([c[setting][k] for c in cs]) for k in imputations}
+        if setting == "none":
+            continue
+        out[setting]["vs_mean"] = {}
+        for k in imputations[1:]:
+            d = [c[setting][k] - c[setting]["mean"] for c in cs]
+            out[setting]["vs_mean"][k] = {
+                "diff": _mean(d),
+                "better": int(sum(v > 1e-9 for v in d)),
+                "worse": int(sum(v < -1e-9 for v in d)),
+            }
     return out
 
 
@@ -229,6 +325,30 @@ def markdown(summary: dict, command: str) -> str:
             for k in IMPUTATIONS[1:]:
                 v = c["vs_mean"][k]
                 cells.append(f"{v['diff']:+.4f} ({v['better']}:{v['worse']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "graphmed's linear path (clinical table + three summaries of each omics group):",
+        "the hidden group's summaries at their training mean, or imputed by ridge.",
+        "",
+    ]
+    head = ["cohort", "splits (summaries used)", "R^2 ridge", "C none"]
+    for s in settings:
+        head += [f"C {s} mean", f"ridge - mean {s}"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in summary.items():
+        lp = row.get("linear_path")
+        if lp is None:
+            continue
+        cells = [
+            name,
+            f"{lp['splits']} ({lp['modality_used']})",
+            f"{lp['r2_ridge']:.3f}",
+            f"{lp['c']['none']['mean']:.3f}",
+        ]
+        for s in settings:
+            v = lp["c"][s]["vs_mean"]["ridge"]
+            cells += [f"{lp['c'][s]['mean']:.3f}", f"{v['diff']:+.4f} ({v['better']}:{v['worse']})"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -82,6 +82,13 @@ def test_ceiling_follows_how_much_the_rest_say(tool):
     assert c_alone["boosted"] - c_alone["mean"] < 0.01
     # nothing hidden: every imputation gives the same risk
     assert len(set(round(v, 12) for v in linked["c"]["none"].values())) == 1
+    # graphmed's linear path reads expr through its three summaries
+    for result in (linked, alone):
+        path = result["linear_path"]
+        assert set(path["c"]) == {"none", "expr 60%"}
+        assert path["c"]["none"]["mean"] == path["c"]["none"]["ridge"]
+        assert all(0.0 <= c <= 1.0 for per in path["c"].values() for c in per.values())
+    assert linked["linear_path"]["r2_ridge"] > alone["linear_path"]["r2_ridge"]
 
 
 def test_unknown_modality_is_named(tool):
@@ -101,7 +108,13 @@ def test_summary_and_markdown(tool):
             "x 60%": {"mean": 0.6, "ridge": 0.65, "boosted": 0.55},
         },
     }
+    split["linear_path"] = {
+        "n_coef": 2,
+        "r2_ridge": 0.3,
+        "c": {"none": {"mean": 0.7, "ridge": 0.7}, "x 60%": {"mean": 0.6, "ridge": 0.62}},
+    }
     unused = json.loads(json.dumps(split)) | {"n_coef": 0, "r2_ridge": float("nan")}
+    unused["linear_path"] = None  # a cohort without a clinical table
     summary = tool.summarise([split, unused])
     row = summary["a"]
     assert row["splits"] == 2 and row["modality_used"] == 1
@@ -111,3 +124,6 @@ def test_summary_and_markdown(tool):
     assert vs["boosted"]["worse"] == 2
     text = tool.markdown(summary, "python tools/bench_completion_ceiling.py")
     assert "| a | 2 (1) | 0.500 | 0.400 | 0.700 | 0.600 | +0.0500 (2:0) | -0.0500 (0:2) |" in text
+    assert row["linear_path"]["splits"] == 1
+    assert row["linear_path"]["c"]["x 60%"]["vs_mean"]["ridge"]["diff"] == pytest.approx(0.02)
+    assert "| a | 1 (1) | 0.300 | 0.700 | 0.600 | +0.0200 (1:0) |" in text
