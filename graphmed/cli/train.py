@@ -49,16 +49,19 @@ def run(args: argparse.Namespace) -> int:
         from ..train import distributed
 
         ctx = distributed.init_distributed(config.train.device)
+    finished = False
     try:
         cohort = read_cohort_arg(args.cohort, args)
         # One run per --out: a second one would interleave its folds and metrics with ours
         # (in a torchrun job rank 0 holds it for all the ranks, which write nothing).
         with run_lock(args.out, "graphmed train"):
             quiet = ctx is not None and not ctx.is_main
-            return _train(args, config, cohort, echo=(lambda *a: None) if quiet else print)
+            code = _train(args, config, cohort, echo=(lambda *a: None) if quiet else print)
+        finished = True
+        return code
     finally:
         if ctx is not None:
-            distributed.shutdown()
+            distributed.shutdown(wait=finished)
 
 
 def _train(args: argparse.Namespace, config, cohort, echo=print) -> int:

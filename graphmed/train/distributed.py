@@ -104,10 +104,22 @@ def init_distributed(device: str = "auto", timeout_s: float = 600.0) -> DistCont
     return _CONTEXT
 
 
-def shutdown() -> None:
-    """Leave the job (after the last collective)."""
+def shutdown(wait: bool = True) -> None:
+    """Leave the job (after the last collective).
+
+    Args:
+        wait: meet every rank at a barrier first, so that no rank tears down its
+            gloo connections while a peer still uses them (a rank left early and
+            its peer then aborted with SIGABRT). Pass False on an error path,
+            where a peer may be gone and the barrier would wait for it.
+    """
     global _CONTEXT
     if _CONTEXT is not None and dist.is_initialized():
+        if wait:
+            try:
+                dist.barrier()
+            except RuntimeError:  # a peer is gone: nothing left to wait for
+                pass
         dist.destroy_process_group()
     _CONTEXT = None
 

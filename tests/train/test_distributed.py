@@ -56,10 +56,14 @@ def _torchrun(tmp_path, *args, worker=WORKER, monitor_s=0.1):
 def test_two_ranks_take_the_same_steps_as_one_process(tmp_path):
     out = tmp_path / "ddp.json"
     run = _torchrun(tmp_path, out)
-    if run.returncode != 0 and "exitcode: -6" in run.stderr:
-        # Once in a full CI run on a loaded 2-core machine a gloo rank aborted (SIGABRT)
-        # before this plain two-rank job finished; it never did alone. Retried once on a
-        # fresh port; the comparisons below are made on the retried run all the same.
+    for _ in range(2):
+        if run.returncode == 0 or "exitcode: -6" not in run.stderr:
+            break
+        # In full CI runs on a loaded 2-core machine a gloo rank has aborted (SIGABRT,
+        # "terminate called without an active exception") before this plain two-rank job
+        # finished, twice in a row once; it never did alone (12 runs), and once in 10
+        # runs beside two busy loops. Retried on a fresh port, up to three tries in all;
+        # the comparisons below are made on the run that finished all the same.
         run = _torchrun(tmp_path, out)
     assert run.returncode == 0, run.stderr[:3000] + "\n...\n" + run.stderr[-2000:]
     got = json.loads(out.read_text())
