@@ -61,8 +61,8 @@ def test_two_ranks_take_the_same_steps_as_one_process(tmp_path):
             break
         # In full CI runs on a loaded 2-core machine a gloo rank has aborted (SIGABRT,
         # "terminate called without an active exception") before this plain two-rank job
-        # finished, twice in a row once; it never did alone (12 runs), and once in 10
-        # runs beside two busy loops. Retried on a fresh port, up to three tries in all;
+        # finished, twice in a row once; alone it passes, and beside two busy loops it
+        # failed once in 10 runs. Retried on a fresh port, up to three tries in all;
         # the comparisons below are made on the run that finished all the same.
         run = _torchrun(tmp_path, out)
     assert run.returncode == 0, run.stderr[:3000] + "\n...\n" + run.stderr[-2000:]
