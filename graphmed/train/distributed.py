@@ -109,9 +109,8 @@ def shutdown(wait: bool = True) -> None:
 
     Args:
         wait: meet every rank at a barrier first, so that no rank tears down its
-            gloo connections while a peer still uses them (a rank left early and
-            its peer then aborted with SIGABRT). Pass False on an error path,
-            where a peer may be gone and the barrier would wait for it.
+            connections while a peer still uses them. Pass False on an error
+            path, where a peer may be gone and the barrier would wait for it.
     """
     global _CONTEXT
     if _CONTEXT is not None and dist.is_initialized():
